@@ -1,0 +1,434 @@
+"""The one typed, nested trainer config.
+
+Every design axis is a sub-config whose ``name`` picks a registered choice. Axes whose choices take
+different parameters are pydantic *discriminated unions* on ``name``: each choice declares exactly its
+own parameters (with the paper's defaults), so an unknown key, a wrong type or an unknown choice name is
+a validation error that names the key and lists what is allowed. A search space varies any field by its
+dotted name (``coupling.beta``, ``kernel.name``) through :func:`apply_overrides`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """Invalid trainer config: ``source`` is the file (or "--set"), each problem names its key path."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source, self.problems = source, problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- data
+class DataConfig(Strict):
+    """Dataset; images are scaled to [-1, 1]. Toy sets are generated, ``digits`` ships with sklearn."""
+
+    name: str = "gmm2"
+    root: str = "~/.cache/ablate/data"  # torchvision datasets and image folders
+    download: bool = True  # torchvision download where the machine has internet
+    n_train: int = Field(10000, ge=16)  # toy sets: training points
+    n_holdout: int = Field(2000, ge=16)  # toy sets: held-out points for W2
+    noise: Optional[str] = None  # noise distribution p_z; None = the dataset's default (gaussian)
+    xflip: bool = False
+    class_conditional: bool = False
+    image_size: Optional[int] = Field(None, ge=4)  # resize images (folder / torchvision sets)
+
+
+# -------------------------------------------------------------------------------------------- model
+class MLPConfig(Strict):
+    """MLP with a sinusoidal time embedding (VCT App. E; GC App. B: depth 4, width 256, GELU)."""
+
+    name: Literal["mlp"] = "mlp"
+    hidden: int = Field(256, ge=1)
+    depth: int = Field(4, ge=1)
+    time_dim: int = Field(64, ge=2)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class UNetConfig(Strict):
+    """Compact DDPM++-style UNet (VCT Table 4: channels 64, mult [2,2,2], 4 res blocks, dropout 0.3)."""
+
+    name: Literal["unet"] = "unet"
+    channels: int = Field(64, ge=4)
+    channel_mult: list[int] = [2, 2, 2]
+    num_res_blocks: int = Field(4, ge=1)
+    attn_resolutions: list[int] = []
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+
+
+ModelConfig = Annotated[Union[MLPConfig, UNetConfig], Field(discriminator="name")]
+
+
+# ------------------------------------------------------------------------------------------- kernel
+KERNEL_DEFAULT_RANGE: dict[str, tuple[float, float]] = {
+    "ve": (0.002, 80.0),  # EDM / iCT
+    "li": (0.002, 80.0),  # VCT App. A
+    "fm": (0.006, 0.994),  # Guide Sec. 3.1 / G.1: t in [t0, tT]
+    "bridge": (0.001, 1.0),  # GC App. B (Gaussians)
+}
+
+
+class KernelConfig(Strict):
+    """Forward kernel x_t = a_t x0 + b_t x1 on t in [sigma_min, sigma_max] (None = kernel default)."""
+
+    name: Literal["ve", "li", "fm", "bridge"] = "ve"
+    sigma_min: Optional[float] = Field(None, gt=0.0)
+    sigma_max: Optional[float] = Field(None, gt=0.0)
+    sigma_data: float = Field(0.5, gt=0.0)
+
+    @model_validator(mode="after")
+    def _fill_range(self) -> "KernelConfig":
+        lo, hi = KERNEL_DEFAULT_RANGE[self.name]
+        if self.sigma_min is None:
+            object.__setattr__(self, "sigma_min", lo)
+        if self.sigma_max is None:
+            object.__setattr__(self, "sigma_max", hi)
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
+        if self.name in ("fm", "bridge") and self.sigma_max > 1.0:
+            raise ValueError(f"kernel {self.name!r} runs on t in (0, 1]: sigma_max must be <= 1")
+        return self
+
+
+# ------------------------------------------------------------------------------------ coupling axis
+class IndependentCoupling(Strict):
+    name: Literal["independent"] = "independent"
+
+
+class OTCoupling(Strict):
+    """Exact minibatch OT (POT ``ot.emd``, squared Euclidean cost)."""
+
+    name: Literal["ot"] = "ot"
+
+
+CouplingConfig = Annotated[Union[IndependentCoupling, OTCoupling], Field(discriminator="name")]
+
+
+# ------------------------------------------------------------------------------ discretization axis
+class ICTDiscretization(Strict):
+    """Karras rho-grid (VCT eq. 57) with the iCT exponential curriculum N(k) from s0 to s1."""
+
+    name: Literal["ict"] = "ict"
+    s0: int = Field(10, ge=1)
+    s1: int = Field(1280, ge=1)
+    rho: float = Field(7.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "ICTDiscretization":
+        if self.s0 > self.s1:
+            raise ValueError(f"s0 ({self.s0}) must not exceed s1 ({self.s1})")
+        return self
+
+
+class ECTDiscretization(Strict):
+    """ECT mapping r = t (1 - n(t) / q^ceil(k/d)), n(t) = 1 + k_n sigmoid(-b t) (VCT eq. 62)."""
+
+    name: Literal["ect"] = "ect"
+    q: float = Field(2.0, gt=1.0)
+    k: float = Field(8.0, ge=0.0)
+    b: float = 1.0
+    stages: int = Field(8, ge=1)  # d = ceil(iterations / stages): "made smaller eight times"
+
+
+DiscretizationConfig = Annotated[
+    Union[ICTDiscretization, ECTDiscretization], Field(discriminator="name")
+]
+
+
+# --------------------------------------------------------------------------- time preconditioning
+class KernelTimeInput(Strict):
+    """The kernel's own c_noise (EDM: 0.25 log sigma) as the network's time input."""
+
+    name: Literal["kernel"] = "kernel"
+
+
+PrecondConfig = Annotated[Union[KernelTimeInput], Field(discriminator="name")]
+
+
+# --------------------------------------------------------------------------------- weighting axis
+class InvDtWeighting(Strict):
+    name: Literal["inv_dt"] = "inv_dt"
+
+
+class EDMWeighting(Strict):
+    name: Literal["edm"] = "edm"
+
+
+class UniformWeighting(Strict):
+    name: Literal["uniform"] = "uniform"
+
+
+WeightingConfig = Annotated[
+    Union[InvDtWeighting, EDMWeighting, UniformWeighting], Field(discriminator="name")
+]
+
+
+# ----------------------------------------------------------------------------- time sampling axis
+class LognormalSampling(Strict):
+    """log t ~ N(p_mean, p_std^2); discrete over the grid for ``ict`` (VCT eq. 59)."""
+
+    name: Literal["lognormal"] = "lognormal"
+    p_mean: float = -1.1
+    p_std: float = Field(2.0, gt=0.0)
+
+
+class UniformSampling(Strict):
+    name: Literal["uniform"] = "uniform"
+
+
+TimeSamplingConfig = Annotated[
+    Union[LognormalSampling, UniformSampling], Field(discriminator="name")
+]
+
+
+# ------------------------------------------------------------------------------- upper limit axis
+class ClassicUpperLimit(Strict):
+    """CU: the consistency function maps to s = t0 (classic CM)."""
+
+    name: Literal["cu"] = "cu"
+
+
+UpperLimitConfig = Annotated[Union[ClassicUpperLimit], Field(discriminator="name")]
+
+
+# ---------------------------------------------------------------------------------- distance axis
+class PseudoHuberDistance(Strict):
+    """sqrt(||x - y||^2 + c^2) - c (VCT eq. 61); c = None means iCT's 0.00054 sqrt(d)."""
+
+    name: Literal["pseudo_huber"] = "pseudo_huber"
+    c: Optional[float] = Field(None, gt=0.0)
+
+
+class L2Distance(Strict):
+    name: Literal["l2"] = "l2"
+
+
+class SquaredL2Distance(Strict):
+    name: Literal["l2_squared"] = "l2_squared"
+
+
+DistanceConfig = Annotated[
+    Union[PseudoHuberDistance, L2Distance, SquaredL2Distance], Field(discriminator="name")
+]
+
+
+# ------------------------------------------------------------------------------------ target axis
+class StopGradTarget(Strict):
+    """iCT: the target network is a stop-gradient copy of the online network."""
+
+    name: Literal["stopgrad"] = "stopgrad"
+
+
+class EMATarget(Strict):
+    """CM (2023): the target network is an EMA of the online network with its own rate."""
+
+    name: Literal["ema"] = "ema"
+    rate: float = Field(0.95, ge=0.0, lt=1.0)
+
+
+TargetConfig = Annotated[Union[StopGradTarget, EMATarget], Field(discriminator="name")]
+
+
+# ------------------------------------------------------------------------------------ optimisation
+class TrainConfig(Strict):
+    """Optimisation and loop settings."""
+
+    iterations: int = Field(2000, ge=1)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-4, gt=0.0)
+    optimizer: Literal["adam", "radam", "lion"] = "radam"
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: Literal["constant", "inv_sqrt"] = "constant"
+    lr_ref_steps: int = Field(2000, ge=1)  # i_ref of the inverse-sqrt decay (VCT eq. 63)
+    ema: list[float] = [0.9999]  # EMA rates; the first is the one evaluated
+    grad_clip: Optional[float] = Field(None, gt=0.0)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+
+    @model_validator(mode="after")
+    def _ema_rates(self) -> "TrainConfig":
+        if not self.ema or any(not 0.0 <= r < 1.0 for r in self.ema):
+            raise ValueError(f"ema rates must be a non-empty list in [0, 1), got {self.ema}")
+        return self
+
+
+class EvalConfig(Strict):
+    """Evaluation schedule and sampling (VCT App. C.2: sampling seed 32, 2-step time 0.821)."""
+
+    every: int = Field(1000, ge=1)
+    steps: list[int] = [1, 2]
+    mid_times: list[float] = [0.821]  # intermediate times of multistep sampling, descending
+    seed: int = 32
+    samples: int = Field(2000, ge=2)  # generated samples for W2 (low-dim) / FID (images)
+    extractor: str = "inception-v3-compat"  # FID feature extractor (images); see ablate.metrics
+    fid_weights: Optional[str] = None  # local Inception weights for clusters without internet
+    cache_dir: str = "~/.cache/ablate"  # reference statistics, small extractors
+    grid: bool = True  # save a PNG sample grid / 2-D scatter at each evaluation
+
+
+class LogConfig(Strict):
+    report_every: int = Field(100, ge=1)
+    checkpoint_every: int = Field(1, ge=1)  # in reports
+
+
+class Config(Strict):
+    """A full trainer config: every trial of a sweep starts from one of these."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = MLPConfig()
+    kernel: KernelConfig = KernelConfig()
+    coupling: CouplingConfig = IndependentCoupling()
+    discretization: DiscretizationConfig = ICTDiscretization()
+    precond: PrecondConfig = KernelTimeInput()
+    weighting: WeightingConfig = InvDtWeighting()
+    time_sampling: TimeSamplingConfig = LognormalSampling()
+    upper_limit: UpperLimitConfig = ClassicUpperLimit()
+    distance: DistanceConfig = PseudoHuberDistance()
+    target: TargetConfig = StopGradTarget()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    log: LogConfig = LogConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_choice_names(cls, data: Any) -> Any:
+        """A section given without ``name`` keeps the default choice (``discretization: {s0: 20}``)."""
+        if isinstance(data, Mapping):
+            data = dict(data)
+            for section, field in cls.model_fields.items():
+                value = data.get(section)
+                if isinstance(value, Mapping) and "name" not in value and \
+                        "name" in type(field.default).model_fields:
+                    data[section] = {"name": field.default.name, **value}
+        return data
+
+
+# ------------------------------------------------------------------------------ loading, overrides
+def parse_value(text: str) -> Any:
+    """Parse the right-hand side of ``--set key=value`` as YAML (numbers, lists, booleans)."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with dotted-key ``overrides`` applied.
+
+    Switching a choice (``coupling.name=independent``) drops the other parameters of that axis that
+    came from ``raw`` (they belong to the old choice), unless the same overrides set them too.
+    """
+    out = _deep_copy(raw)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError("--set", [f"{key}: {part!r} is not a section"])
+            node = child
+        leaf = parts[-1]
+        if leaf == "name" and node.get("name") != value:
+            prefix = ".".join(parts[:-1]) + "."
+            kept = {k[len(prefix):] for k in overrides if k.startswith(prefix)}
+            for k in list(node):
+                if k not in kept and k != "name":
+                    del node[k]
+        node[leaf] = value
+    return out
+
+
+def _deep_copy(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+
+
+def format_errors(err: ValidationError, prefix: str = "") -> list[str]:
+    """One line per pydantic error: ``key.path: what is wrong (what is allowed)``."""
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        loc = _drop_union_tags(loc)
+        where = ".".join(([prefix] if prefix else []) + loc) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "union_tag_invalid":
+            ctx = e.get("ctx", {})
+            msg = f"unknown choice {ctx.get('tag')!r}; valid: {ctx.get('expected_tags')}"
+            where += ".name"
+        lines.append(f"{where}: {msg}")
+    return lines
+
+
+def _union_tags() -> dict[str, set[str]]:
+    """For each union-typed section of :class:`Config`, the set of its choice names."""
+    from typing import get_args
+
+    tags: dict[str, set[str]] = {}
+    for section, field in Config.model_fields.items():
+        members = [a for a in get_args(field.annotation) if isinstance(a, type)]
+        if members:
+            tags[section] = {m.model_fields["name"].default for m in members}
+    return tags
+
+
+UNION_TAGS = _union_tags()
+
+
+def _drop_union_tags(loc: list[str]) -> list[str]:
+    """pydantic puts the union tag in the location (``coupling.vc.beta``): drop it."""
+    if len(loc) >= 2 and loc[1] in UNION_TAGS.get(loc[0], ()):
+        return [loc[0]] + loc[2:]
+    return loc
+
+
+def build_config(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                 source: str = "<config>") -> Config:
+    """Validate a raw dict (plus dotted overrides) into a :class:`Config`, or raise ConfigError."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, [f"<root>: expected a mapping of sections, got {type(raw).__name__}"])
+    merged = apply_overrides(raw, overrides or {})
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(source, format_errors(err)) from None
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load a YAML trainer config and apply dotted-key overrides."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), [f"invalid YAML: {err}".replace("\n", " ")]) from None
+    return build_config(raw, overrides, source=str(path))
+
+
+def flatten(cfg: Config | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a config to ``{dotted.name: value}``; lists become tuples-free plain lists."""
+    data = cfg.model_dump() if isinstance(cfg, BaseModel) else cfg
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def default_pseudo_huber_c(dim: int) -> float:
+    """iCT's pseudo-Huber constant c = 0.00054 sqrt(d) for data of dimension d."""
+    return 0.00054 * math.sqrt(dim)
