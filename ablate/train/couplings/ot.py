@@ -1,0 +1,28 @@
+"""Exact minibatch optimal-transport coupling (Pooladian et al. 2023; the OT baseline of VCT and GC)."""
+from __future__ import annotations
+
+import numpy as np
+import ot
+import torch
+from torch import Tensor
+
+from . import COUPLINGS
+from .base import Coupling, CouplingContext, Pair
+
+
+def ot_permutation(x0: Tensor, x1: Tensor) -> Tensor:
+    """Indices j(i) pairing x0[i] with x1[j(i)] by an exact OT plan between the two uniform batches,
+    squared Euclidean cost (POT ``ot.emd``). With equal batch sizes the plan is a permutation."""
+    cost = torch.cdist(x0.flatten(1).double(), x1.flatten(1).double()).pow(2).cpu().numpy()
+    n = cost.shape[0]
+    weights = np.full(n, 1.0 / n)
+    plan = ot.emd(weights, weights, cost)
+    return torch.from_numpy(plan.argmax(axis=1)).to(x1.device)
+
+
+@COUPLINGS.register("ot")
+class OTCoupling(Coupling):
+    """Re-pairs the batch's noise with its data by exact minibatch OT before building (x_t, x_r)."""
+
+    def pair(self, x0: Tensor, x1: Tensor, ctx: CouplingContext) -> Pair:
+        return Pair(x0, x1[ot_permutation(x0, x1)])

@@ -1,0 +1,120 @@
+"""How far apart the two times (t, r), r < t, of a consistency pair are, and how that shrinks in training.
+
+A discretization draws the pair for a batch given the training step k (curricula depend on k only, so
+checkpoints need no extra state) and a time sampler (see ``time_sampling``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .kernels import Kernel
+from .registry import Registry
+from .time_sampling import TimeSampler
+
+DISCRETIZATIONS: Registry[type["Discretization"]] = Registry("discretization")
+
+
+class Discretization:
+    def __init__(self, cfg, kernel: Kernel, iterations: int):
+        self.cfg, self.kernel, self.iterations = cfg, kernel, iterations
+
+    def sample_pair(self, n: int, step: int, sampler: TimeSampler,
+                    device: torch.device) -> tuple[Tensor, Tensor]:
+        """Times (t, r) of shape (n,) with t_min <= r < t."""
+        raise NotImplementedError
+
+    def last_gap(self, step: int) -> float:
+        """dt_N: the gap below t_max at step k (VCT Sec. 6.2's adaptive beta uses beta / dt_N)."""
+        raise NotImplementedError
+
+    def stage(self, step: int) -> int:
+        """The curriculum stage at step k (logged; grid size N(k) for iCT)."""
+        raise NotImplementedError
+
+
+def karras_grid(n_points: int, t_min: float, t_max: float, rho: float) -> Tensor:
+    """sigma_i = (t_min^(1/rho) + (i-1)/(N-1) (t_max^(1/rho) - t_min^(1/rho)))^rho, i = 1..N (VCT eq. 57)."""
+    i = torch.arange(n_points, dtype=torch.float64)
+    lo, hi = t_min ** (1.0 / rho), t_max ** (1.0 / rho)
+    return (lo + i / (n_points - 1) * (hi - lo)) ** rho
+
+
+def ict_num_points(step: int, iterations: int, s0: int, s1: int) -> int:
+    """iCT's exponential curriculum N(k) = min(s0 2^floor(k/K'), s1) + 1,
+    K' = floor(K / (log2 floor(s1/s0) + 1)) (Song & Dhariwal 2024; GC App. B; VCT eq. 58 lost symbols
+    in extraction)."""
+    k_prime = max(1, math.floor(iterations / (math.log2(math.floor(s1 / s0)) + 1)))
+    return min(s0 * 2 ** (step // k_prime), s1) + 1
+
+
+@DISCRETIZATIONS.register("ict")
+class ICTDiscretization(Discretization):
+    """Adjacent points of the Karras grid with N(k) points; the pair's interval is drawn with the time
+    sampler's interval mass (the discrete lognormal of VCT eq. 59 for ``lognormal``)."""
+
+    def __init__(self, cfg, kernel: Kernel, iterations: int):
+        super().__init__(cfg, kernel, iterations)
+        self._cache: dict[tuple[int, str], tuple[Tensor, Tensor | None]] = {}
+
+    def num_points(self, step: int) -> int:
+        return ict_num_points(step, self.iterations, self.cfg.s0, self.cfg.s1)
+
+    def grid(self, step: int) -> Tensor:
+        return karras_grid(self.num_points(step), self.kernel.t_min, self.kernel.t_max, self.cfg.rho)
+
+    def _grid_and_probs(self, step: int, sampler: TimeSampler, device: torch.device):
+        key = (self.num_points(step), str(device))
+        if key not in self._cache:
+            grid = self.grid(step)
+            probs = sampler.interval_probs(grid)
+            self._cache[key] = (grid.to(device, torch.float32), probs.to(device, torch.float32))
+        return self._cache[key]
+
+    def sample_pair(self, n, step, sampler, device):
+        grid, probs = self._grid_and_probs(step, sampler, device)
+        i = torch.multinomial(probs, n, replacement=True)
+        return grid[i + 1], grid[i]
+
+    def last_gap(self, step: int) -> float:
+        grid = self.grid(step)
+        return float(grid[-1] - grid[-2])
+
+    def stage(self, step: int) -> int:
+        return self.num_points(step)
+
+
+@DISCRETIZATIONS.register("ect")
+class ECTDiscretization(Discretization):
+    """ECT: t from the time sampler, r = t (1 - n(t) / q^ceil(k/d)), n(t) = 1 + k_n / (1 + e^{b t})
+    (VCT eq. 62; SCT eq. 15), d = ceil(K / stages). r is clamped to t_min, so stage 0 (k = 0) trains
+    the boundary (diffusion-like) target, as ECT does."""
+
+    @property
+    def d(self) -> int:
+        return max(1, math.ceil(self.iterations / self.cfg.stages))
+
+    def r_of(self, t: Tensor, step: int) -> Tensor:
+        n_t = 1.0 + self.cfg.k / (1.0 + torch.exp(self.cfg.b * t))
+        r = t * (1.0 - n_t / self.cfg.q ** self.stage(step))
+        return r.clamp_min(self.kernel.t_min)
+
+    def sample_pair(self, n, step, sampler, device):
+        hi = math.inf if self.kernel.unbounded_above else self.kernel.t_max
+        t = sampler.sample(n, self.kernel.t_min, hi, device)
+        # a t on the boundary has no r below it: move it just above (measure zero for continuous t)
+        t = torch.maximum(t, torch.full_like(t, self.kernel.t_min * (1 + 1e-4)))
+        return t, self.r_of(t, step)
+
+    def last_gap(self, step: int) -> float:
+        t = torch.tensor([self.kernel.t_max], dtype=torch.float64)
+        return float(t - self.r_of(t, step))
+
+    def stage(self, step: int) -> int:
+        return math.ceil(step / self.d)
+
+
+def build_discretization(cfg, kernel: Kernel, iterations: int) -> Discretization:
+    return DISCRETIZATIONS.get(cfg.name)(cfg, kernel, iterations)

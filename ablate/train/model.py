@@ -1,0 +1,26 @@
+"""The consistency function f(x_t, t, s) = c_skip x_t + c_out F(c_in x_t, c(t)) around a backbone."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .kernels import Kernel, expand_as
+from .precond import time_input
+
+
+class ConsistencyFunction(nn.Module):
+    """Wraps a backbone F with the kernel's boundary-respecting scalings and the time preconditioning.
+
+    Only the backbone has parameters, so EMA and target copies are copies of this module.
+    """
+
+    def __init__(self, backbone: nn.Module, kernel: Kernel, precond_cfg, dual_time: bool = False):
+        super().__init__()
+        self.backbone, self.kernel, self.precond_cfg, self.dual_time = backbone, kernel, precond_cfg, dual_time
+
+    def forward(self, x_t: Tensor, t: Tensor, s: Tensor | None = None,
+                class_labels: Tensor | None = None) -> Tensor:
+        k = self.kernel
+        c_noise = time_input(self.precond_cfg, t, k)
+        s_noise = time_input(self.precond_cfg, s, k) if self.dual_time else None
+        out = self.backbone(expand_as(k.c_in(t), x_t) * x_t, c_noise, s_noise, class_labels)
+        return expand_as(k.c_skip(t, s), x_t) * x_t + expand_as(k.c_out(t, s), x_t) * out
