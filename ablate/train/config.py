@@ -280,6 +280,8 @@ class EvalConfig(Strict):
 class LogConfig(Strict):
     report_every: int = Field(100, ge=1)
     checkpoint_every: int = Field(1, ge=1)  # in reports
+    diag_every: int = Field(0, ge=0)  # gradient-variance diagnostics every N steps (0: off)
+    diag_microbatches: int = Field(8, ge=2)  # K microbatches of the gradient-variance estimate
 
 
 class Config(Strict):

@@ -26,14 +26,13 @@ from .batches import BatchOrder, DataBundle
 from .config import Config
 from .couplings import CouplingContext, build_coupling, transport_cost
 from .discretization import build_discretization
-from .distances import distance
 from .kernels import build_kernel
 from .model import ConsistencyFunction
 from .networks import build_network
+from .objective import consistency_loss
 from .optim import build_optimizer, lr_factor
 from .sampling import multistep_sample
 from .time_sampling import build_time_sampler
-from .weighting import weight
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +153,7 @@ class Trainer:
                 if cuda:
                     torch.cuda.set_rng_state(cuda_rng, self.device)
                 f_r = self.target(x_r, r, class_labels=y)
-        per_sample = weight(self.cfg.weighting, t, r, self.kernel) * distance(self.cfg.distance, f_t.float(), f_r.float())
-        loss = per_sample.mean() + pair.loss
+        loss = consistency_loss(self.cfg, f_t, f_r, t, r, self.kernel) + pair.loss
         logs = dict(pair.logs)
         logs["transport_cost"] = transport_cost(pair.x0, pair.x1).detach()
         return loss, logs
