@@ -1,0 +1,89 @@
+"""One trial end to end: dataset, evaluator, trainer, results rows and checkpoints.
+
+``ablate train`` and every Ray Tune trial call :func:`run_trial`; the sweep layer only adds how rows
+and checkpoints reach Ray. Order on each report: the row is appended to the store first, then the
+checkpoint is written, so a crash between the two leaves rows past the last checkpoint, which the
+store's dedup drops when the trial resumes from that checkpoint (a new attempt).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import pyarrow.fs as pafs
+import torch
+
+from .data import load_dataset
+from .evaluation import Evaluator
+from .results import TrialWriter
+from .train.config import Config, flatten
+from .train.trainer import Trainer, resolve_device
+
+log = logging.getLogger(__name__)
+
+#: ``on_report(row, trainer, checkpoint_due)``: called after the row is stored.
+ReportHook = Callable[[dict[str, Any], Trainer, bool], None]
+
+
+@dataclass
+class TrialSetup:
+    """A trial whose inputs are all validated: building it raises before anything is written."""
+
+    cfg: Config
+    trainer: Trainer
+    columns: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_trial(cfg: Config, samples_dir: Optional[str], columns: Optional[dict[str, Any]] = None,
+                  device: Optional[torch.device] = None) -> TrialSetup:
+    """Load the data and build the evaluator and trainer (config errors surface here)."""
+    device = device or resolve_device(cfg.train.device)
+    data = load_dataset(cfg.data, seed=cfg.train.seed)
+    evaluator = Evaluator(cfg.eval, data, samples_dir, device)
+    trainer = Trainer(cfg, data, evaluator, device)
+    base = {"seed": cfg.train.seed, "node": socket.gethostname(), "device": str(device)}
+    base.update({k: json.dumps(v) if isinstance(v, list) else v for k, v in flatten(cfg).items()})
+    base.update(columns or {})
+    return TrialSetup(cfg, trainer, base)
+
+
+def run_trial(setup: TrialSetup, store_root: str, trial_id: str, *,
+              resume_from: Optional[str] = None, on_report: Optional[ReportHook] = None,
+              filesystem: Optional[pafs.FileSystem] = None) -> dict[str, Any]:
+    """Train ``setup`` to the end, appending one row per report to the store at ``store_root``.
+
+    ``resume_from``: a checkpoint file to continue from (a new attempt in the store). Returns the
+    last row. Exceptions mark the trial ``errored`` in the store (with the error's last line) and are
+    re-raised; divergence ends the run with status ``diverged`` (no exception).
+    """
+    trainer = setup.trainer
+    if resume_from is not None:
+        trainer.load(resume_from)
+        log.info("trial %s: resumed from step %d", trial_id, trainer.step)
+    writer = TrialWriter(store_root, trial_id, filesystem=filesystem)
+    writer.begin_attempt(trainer.step if resume_from is not None else None)
+    every = setup.cfg.log.checkpoint_every
+    reports = 0
+
+    def store(row: dict[str, Any], tr: Trainer) -> None:
+        nonlocal reports
+        full = {**setup.columns, **row}
+        writer.append([full])
+        reports += 1
+        done = row["status"] != "running"
+        if done:
+            writer.set_status(row["status"], step=row["step"])
+        if on_report is not None:
+            on_report(full, tr, (reports % every == 0 or done) and row["status"] != "diverged")
+
+    try:
+        last = trainer.run(store)
+    except BaseException as err:  # noqa: BLE001 - record, then re-raise (KeyboardInterrupt included)
+        message = "".join(traceback.format_exception_only(type(err), err)).strip()
+        writer.set_status("errored", step=trainer.step, error=message)
+        raise
+    return {**setup.columns, **last}
