@@ -1,0 +1,204 @@
+"""Reading a sweep's results DataFrame: trials, arms, final values, intervals, smoothing.
+
+The input is the collected results store (``ablate collect``): one row per (trial_id, step) with
+``sweep, trial_id, attempt, seed, arm, variant, status``, every config field under its dotted name,
+``step, images_seen, wall_s`` and the metrics (NaN where not measured). The last row of a trial
+carries the trial's outcome in ``status``. Nothing here knows the trainer or Ray.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_COLUMNS = ("trial_id", "seed", "arm", "step", "status")
+FAILED_STATUSES = ("errored", "diverged")
+X_AXES = ("step", "images_seen", "wall_s")
+METRICS = ("fid_1step", "fid_2step", "w2_1step", "w2_2step", "loss", "grad_var",
+           "grad_var_pooled", "grad_norm", "transport_cost", "kl", "lr", "eval_s")
+MAIN_METRICS = ("fid_1step", "w2_1step", "fid_2step", "w2_2step", "loss")
+# Columns of the store that are neither config fields nor metrics.
+BOOKKEEPING = ("sweep", "trial_id", "attempt", "seed", "arm", "variant", "status", "fid_extractor",
+               *X_AXES)
+LABELS = {
+    "step": "training step (iterations)",
+    "images_seen": "training images seen",
+    "wall_s": "wall-clock time (s)",
+    "fid_1step": "FID, 1 step (lower is better)",
+    "fid_2step": "FID, 2 steps (lower is better)",
+    "w2_1step": "W2 distance, 1 step (lower is better)",
+    "w2_2step": "W2 distance, 2 steps (lower is better)",
+    "loss": "training loss",
+    "grad_var": "gradient variance (mean over parameters)",
+    "grad_var_pooled": "pooled gradient variance",
+    "grad_norm": "gradient norm (L2)",
+    "transport_cost": "transport cost E|x0 - x1|^2",
+    "kl": "KL(q(x1|x0) || N(0, I)) (nats)",
+    "lr": "learning rate",
+    "eval_s": "evaluation time (s)",
+}
+
+Mode = Literal["min", "max"]
+
+
+def label(column: str) -> str:
+    """Axis label with units for a store column (the column name itself when unknown)."""
+    return LABELS.get(column, column)
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """Read a sweep's collected results: a sweep directory (its ``results.parquet``) or the file;
+    a URI (``s3://...``, ``gs://...``) is read through pandas' filesystem layer."""
+    if "://" in str(path):
+        uri = str(path).rstrip("/")
+        uri = uri if uri.endswith(".parquet") else f"{uri}/results.parquet"
+        return check_results(pd.read_parquet(uri), source=uri)
+    path = Path(path).expanduser()
+    file = path / "results.parquet" if path.is_dir() else path
+    if not file.exists():
+        raise FileNotFoundError(f"{file}: no collected results (run `ablate collect` on the sweep)")
+    return check_results(pd.read_parquet(file), source=str(file))
+
+
+def check_results(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
+    """Return ``df`` if it has the store's required columns, else raise naming the missing ones."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {', '.join(missing)}; the results store "
+                         f"needs {', '.join(REQUIRED_COLUMNS)}")
+    return df
+
+
+def metrics_present(df: pd.DataFrame, candidates: tuple[str, ...] = METRICS) -> list[str]:
+    """The candidate metric columns that hold at least one finite value."""
+    return [m for m in candidates if m in df.columns and np.isfinite(numeric(df[m])).any()]
+
+
+def main_metric(df: pd.DataFrame) -> str:
+    """The headline metric present: FID after 1 step, else W2 (low-dim data), else the loss."""
+    present = metrics_present(df, MAIN_METRICS)
+    if not present:
+        raise ValueError(f"results hold no finite value of {', '.join(MAIN_METRICS)}")
+    return present[0]
+
+
+def numeric(column: pd.Series) -> pd.Series:
+    """A metric column as float, non-finite values (inf from a diverged run) as NaN."""
+    values = pd.to_numeric(column, errors="coerce").astype(float)
+    return values.where(np.isfinite(values))
+
+
+def trial_outcomes(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial: ``arm, seed, status`` (of its last row; none yet counts as running),
+    ``last_step``, ``reports``."""
+    ordered = df.sort_values(["trial_id", "step"], kind="stable")
+    last = ordered.groupby("trial_id", sort=False).tail(1).set_index("trial_id")
+    out = last[["arm", "seed"]].copy()
+    out["status"] = last["status"].astype(object).where(last["status"].notna(), "running")
+    out["last_step"] = last["step"]
+    out["reports"] = ordered.groupby("trial_id", sort=False).size()
+    return out
+
+
+def hashable(value: object) -> object:
+    """A config value usable as a label or category: list-valued fields (``model.channel_mult``)
+    become their string."""
+    return str(list(value)) if isinstance(value, (list, tuple, np.ndarray)) else value
+
+
+def swept_keys(df: pd.DataFrame) -> list[str]:
+    """The swept config keys: ``df.attrs["swept"]`` if set, else the config columns that vary
+    across trials but are constant within each arm (which leaves out per-seed fields such as
+    ``train.seed``)."""
+    if df.attrs.get("swept"):
+        return list(df.attrs["swept"])
+    config = [c for c in df.columns if "." in c and c not in BOOKKEEPING and c not in METRICS]
+    firsts = df.sort_values("step").groupby("trial_id").head(1).astype({c: str for c in config})
+    varying = [c for c in config if firsts[c].nunique() > 1]
+    return [c for c in varying if (firsts.groupby("arm")[c].nunique() == 1).all()]
+
+
+def _natural_key(text: str) -> list:
+    return [(0, float(part), "") if re.fullmatch(r"\d+(\.\d+)?", part) else (1, 0.0, part)
+            for part in re.split(r"(\d+(?:\.\d+)?)", str(text)) if part]
+
+
+def arm_order(df: pd.DataFrame) -> list[str]:
+    """Arms in reading order: by swept value (numbers numerically), variants and labels naturally
+    (``beta=5`` before ``beta=15``, ladder ``A`` before ``B``)."""
+    firsts = df.groupby("arm", sort=False).head(1).set_index("arm")
+    keys = [] if "variant" in df.columns and firsts["variant"].notna().any() else swept_keys(df)
+    keys = [k for k in keys if k in firsts.columns]
+
+    def sort_key(arm: str) -> tuple:
+        values = []
+        for key in keys:
+            value = hashable(firsts.at[arm, key])
+            number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+            values.append((2, 0.0, "") if pd.isna(value) else
+                          (0, float(number), "") if pd.notna(number) else (1, 0.0, str(value)))
+        return (tuple(values), _natural_key(arm))
+
+    return sorted(firsts.index, key=sort_key)
+
+
+def final_values(df: pd.DataFrame, metric: str, include_failed: bool = False) -> pd.DataFrame:
+    """The last finite value of ``metric`` in each trial.
+
+    Returns one row per trial that measured it: ``trial_id, arm, seed, status, step, value`` (and
+    ``fid_extractor`` where present). Errored and diverged trials are left out unless
+    ``include_failed``. On a running sweep a running trial contributes its latest value.
+    """
+    if metric not in df.columns:
+        raise KeyError(f"metric {metric!r} is not a column of the results; present: "
+                       f"{', '.join(metrics_present(df)) or 'none'}")
+    outcomes = trial_outcomes(df)
+    rows = df.assign(value=numeric(df[metric])).dropna(subset=["value"])
+    last = rows.sort_values(["trial_id", "step"], kind="stable").groupby("trial_id").tail(1)
+    extra = ["fid_extractor"] if "fid_extractor" in last.columns else []
+    out = last[["trial_id", "step", "value", *extra]].merge(
+        outcomes[["arm", "seed", "status"]], left_on="trial_id", right_index=True)
+    if not include_failed:
+        out = out[~out["status"].isin(FAILED_STATUSES)]
+    columns = ["trial_id", "arm", "seed", "status", "step", "value", *extra]
+    return out[columns].reset_index(drop=True)
+
+
+def bootstrap_mean_ci(values: np.ndarray | pd.Series, confidence: float = 0.95,
+                      n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap confidence interval of the mean over seeds.
+
+    Resamples the finite values with replacement ``n_resamples`` times and takes the
+    ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of the resampled means. With
+    fewer than two values there is no interval: ``(mean, nan, nan)``.
+    """
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return (np.nan, np.nan, np.nan)
+    mean = float(finite.mean())
+    if finite.size < 2:
+        return (mean, np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    means = rng.choice(finite, size=(n_resamples, finite.size), replace=True).mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return (mean, float(low), float(high))
+
+
+def ema(values: np.ndarray | pd.Series, smoothing: float = 0.9) -> np.ndarray:
+    """Exponential moving average as in VCT Fig. 3: s_0 = x_0, s_k = a s_{k-1} + (1 - a) x_k with
+    smoothing a (0.9 in the paper). Non-finite values are skipped (they keep the last average)."""
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    out = np.full(len(values), np.nan)
+    average = np.nan
+    for index, value in enumerate(np.asarray(values, dtype=float)):
+        if np.isfinite(value):
+            average = value if np.isnan(average) else smoothing * average + (1 - smoothing) * value
+        out[index] = average
+    return out
+
