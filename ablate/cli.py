@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -68,6 +69,89 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK if final["status"] == "completed" else EXIT_RUNTIME
 
 
+# ------------------------------------------------------------------------------------ sweeps
+def _quiet(args: argparse.Namespace) -> bool:
+    return args.quiet or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .spec import SpecError, load_spec, parse_set_args
+
+    try:
+        spec = load_spec(args.file, args.profile, parse_set_args(args.set or []))
+    except SpecError as err:
+        raise InvalidInput(str(err).replace("\n", "; ")) from None
+    print(spec.describe())
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .spec import SpecError, parse_set_args
+    from .sweep import SweepError, run_sweep
+
+    try:
+        overrides = parse_set_args(args.set or [])
+        sweep_dir = run_sweep(args.file, args.profile, overrides, out=args.out, name=args.name,
+                              address=args.address, num_cpus=args.num_cpus, quiet=_quiet(args))
+    except (SpecError, SweepError) as err:
+        raise InvalidInput(str(err).replace("\n", "; ") if isinstance(err, SpecError) else str(err)) from None
+    return _finish(sweep_dir)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .sweep import SweepError, resume_sweep
+
+    try:
+        sweep_dir = resume_sweep(args.dir, restart_errored=args.restart_errored, address=args.address,
+                                 num_cpus=args.num_cpus, quiet=_quiet(args))
+    except SweepError as err:
+        raise InvalidInput(str(err)) from None
+    return _finish(sweep_dir)
+
+
+def _finish(sweep_dir: str) -> int:
+    from .sweep import status_table
+
+    print(status_table(sweep_dir))
+    print(f"results: {sweep_dir}/results.parquet")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .sweep import SweepError, status_table
+
+    try:
+        print(status_table(args.dir))
+    except (SweepError, FileNotFoundError) as err:
+        raise InvalidInput(str(err)) from None
+    return EXIT_OK
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from .results import collect
+
+    try:
+        print(collect(args.dir, args.output))
+    except FileNotFoundError as err:
+        raise InvalidInput(str(err)) from None
+    return EXIT_OK
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from .figures import load_results, make_report
+
+    try:
+        df = load_results(args.dir)
+        out = args.output or f"{args.dir.rstrip('/')}/report"
+        name = str(df["sweep"].dropna().iloc[0]) if "sweep" in df and df["sweep"].notna().any() \
+            else Path(args.dir).name
+        report = make_report(df, out, name, baseline=args.baseline)
+    except (FileNotFoundError, ValueError) as err:
+        raise InvalidInput(str(err)) from None
+    print(report)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------------------- parsing
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ablate", description=__doc__.splitlines()[0])
@@ -81,6 +165,47 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--trial-id", default="train", help="trial id in the store (default: train)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.set_defaults(func=cmd_train)
+
+    validate = sub.add_parser("validate", help="check a search-space file without running it")
+    validate.add_argument("file")
+    validate.add_argument("--profile", help="apply a named profile of the file")
+    validate.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted-key override")
+    validate.set_defaults(func=cmd_validate)
+
+    run = sub.add_parser("run", help="run a sweep with Ray Tune")
+    run.add_argument("file", help="search-space file (see searchspaces/)")
+    run.add_argument("--profile", help="apply a named profile of the file (e.g. cpu)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted-key override")
+    run.add_argument("--out", default="runs", help="where sweep directories go: a path or URI (default: runs)")
+    run.add_argument("--name", help="sweep directory name (default: the file's name)")
+    run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    run.add_argument("--quiet", action="store_true", help="no live table")
+    run.set_defaults(func=cmd_run)
+
+    resume = sub.add_parser("resume", help="finish an interrupted sweep")
+    resume.add_argument("dir", help="the sweep directory (path or URI)")
+    resume.add_argument("--restart-errored", action="store_true",
+                        help="restart errored trials from scratch instead of their last checkpoint")
+    resume.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    resume.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: as the sweep began)")
+    resume.add_argument("--quiet", action="store_true", help="no live table")
+    resume.set_defaults(func=cmd_resume)
+
+    status = sub.add_parser("status", help="the progress table of a sweep, from disk")
+    status.add_argument("dir")
+    status.set_defaults(func=cmd_status)
+
+    collect = sub.add_parser("collect", help="compact a sweep's rows into one Parquet file")
+    collect.add_argument("dir")
+    collect.add_argument("-o", "--output", help="output file (default: DIR/results.parquet)")
+    collect.set_defaults(func=cmd_collect)
+
+    figures = sub.add_parser("figures", help="figures, tables and report.md of a sweep")
+    figures.add_argument("dir", help="sweep directory or results .parquet")
+    figures.add_argument("-o", "--output", help="output directory (default: DIR/report)")
+    figures.add_argument("--baseline", help="arm to compare the others against (paired differences)")
+    figures.set_defaults(func=cmd_figures)
     return parser
 
 

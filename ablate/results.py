@@ -195,6 +195,17 @@ class TrialWriter:
         _put(self._fs, f"{self._directory}/{_STATUS_FILE}", json.dumps(record).encode())
 
 
+def mark_status(root: str, trial_id: str, status: str, step: int | None = None, error: str | None = None,
+                filesystem: pafs.FileSystem | None = None) -> None:
+    """Record an outcome decided outside the trial's process (the sweep driver): stopped early by the
+    scheduler, errored after its last retry. Attributed to the trial's latest attempt."""
+    writer = TrialWriter(root, trial_id, filesystem=filesystem)
+    names = [info.base_name for info in writer._fs.get_file_info(pafs.FileSelector(writer._directory))]
+    attempts = [int(m.group(1)) for m in map(_ATTEMPT_FILE.fullmatch, names) if m]
+    writer.attempt = max(attempts, default=1)
+    writer.set_status(status, step=step, error=error)
+
+
 def _read_rows_file(fs: pafs.FileSystem, path: str) -> pa.Table:
     """One append file, with all-null columns retyped as null so that they unify with any type."""
     with fs.open_input_file(path) as source:

@@ -110,7 +110,40 @@ class OTCoupling(Strict):
     name: Literal["ot"] = "ot"
 
 
-CouplingConfig = Annotated[Union[IndependentCoupling, OTCoupling], Field(discriminator="name")]
+class VCCoupling(Strict):
+    """Variational coupling (VCT Alg. 1): a Gaussian encoder q(x1 | x0) with KL weight beta (VCT eq. 9);
+    beta / dt_N when the loss weight is 1/dt and ``adaptive`` (VCT Sec. 6.2). Defaults: VCT Table 4."""
+
+    name: Literal["vc"] = "vc"
+    beta: float = Field(30.0, ge=0.0)
+    adaptive: bool = True
+    encoder_channels: int = Field(32, ge=4)  # image encoder: UNet channels (1 res block, mult [2,2,2])
+    encoder_hidden: int = Field(128, ge=1)  # point encoder: MLP width
+    ema: float = Field(0.9999, ge=0.0, lt=1.0)  # the encoder's own EMA (used for sampling)
+    grad_clip: Optional[float] = Field(200.0, gt=0.0)  # VCT Sec. 7.1
+
+
+class GCCoupling(Strict):
+    """Generator-induced coupling (GC Alg. 1) mixed with independent pairs at rate mu (GC Sec. 5.2);
+    ``mu_end`` schedules mu linearly from ``mu`` to ``mu_end`` over training."""
+
+    name: Literal["gc"] = "gc"
+    mu: float = Field(0.5, ge=0.0, le=1.0)
+    mu_end: Optional[float] = Field(None, ge=0.0, le=1.0)
+    generator: Literal["ema", "online"] = "ema"
+
+
+class VRCoupling(Strict):
+    """Variance-reduced target (SCT eqs. 13-14): the conditional target averaged over a reference set
+    of the batch plus ``buffer`` past data points, weights proportional to p(x_t | x0_j)."""
+
+    name: Literal["vr"] = "vr"
+    buffer: int = Field(0, ge=0)
+
+
+CouplingConfig = Annotated[
+    Union[IndependentCoupling, OTCoupling, VCCoupling, GCCoupling, VRCoupling], Field(discriminator="name")
+]
 
 
 # ------------------------------------------------------------------------------ discretization axis
@@ -139,8 +172,28 @@ class ECTDiscretization(Strict):
     stages: int = Field(8, ge=1)  # d = ceil(iterations / stages): "made smaller eight times"
 
 
+GUIDE_STEP_SIZES = ("constant", "linear", "quadratic", "cubic", "quadratic_increase", "concave",
+                    "convex", "exponential", "imm", "edm", "ect")
+
+
+class GuideDiscretization(Strict):
+    """The Guide's step size r = t - h(t) (Guide Sec. 3.2, App. C.2-C.3); ``h`` names the shape, ``eps``
+    its scale (0.005, Guide G.1), ``mu`` the exponential rate (3.5, eq. 36). ``normalize`` rescales eps
+    so that the integral of h over [0, 1] equals the quadratic-decrease baseline's (Table 7b);
+    ``curriculum_every`` > 0 starts eps at ``curriculum_start`` and halves it every K steps down to eps
+    (Guide G.1)."""
+
+    name: Literal["guide"] = "guide"
+    h: Literal[GUIDE_STEP_SIZES] = "exponential"
+    eps: float = Field(0.005, gt=0.0)
+    mu: float = Field(3.5, gt=0.0)
+    normalize: bool = False
+    curriculum_every: int = Field(0, ge=0)
+    curriculum_start: float = Field(0.5, gt=0.0)
+
+
 DiscretizationConfig = Annotated[
-    Union[ICTDiscretization, ECTDiscretization], Field(discriminator="name")
+    Union[ICTDiscretization, ECTDiscretization, GuideDiscretization], Field(discriminator="name")
 ]
 
 
@@ -151,7 +204,30 @@ class KernelTimeInput(Strict):
     name: Literal["kernel"] = "kernel"
 
 
-PrecondConfig = Annotated[Union[KernelTimeInput], Field(discriminator="name")]
+class IdentityTimeInput(Strict):
+    """c(t) = t (the Guide's naive baseline, Table 7c)."""
+
+    name: Literal["identity"] = "identity"
+
+
+class LinearTimeInput(Strict):
+    """c(t) = scale * t (IMM's 1000 t, Guide Table 7c)."""
+
+    name: Literal["linear"] = "linear"
+    scale: float = Field(1000.0, gt=0.0)
+
+
+class ExponentialTimeInput(Strict):
+    """c(t) = (e^{mu t} - 1) / mu (Guide eq. 9, App. C.4), uniform resolution for h = eps e^{-mu t}."""
+
+    name: Literal["exponential"] = "exponential"
+    mu: float = Field(3.5, gt=0.0)
+
+
+PrecondConfig = Annotated[
+    Union[KernelTimeInput, IdentityTimeInput, LinearTimeInput, ExponentialTimeInput],
+    Field(discriminator="name"),
+]
 
 
 # --------------------------------------------------------------------------------- weighting axis
@@ -167,8 +243,24 @@ class UniformWeighting(Strict):
     name: Literal["uniform"] = "uniform"
 
 
+class InvDtSmoothWeighting(Strict):
+    """1 / (t - r + delta) (SCT Sec. 4.2); SCT gives no value for delta."""
+
+    name: Literal["inv_dt_smooth"] = "inv_dt_smooth"
+    delta: float = Field(1e-3, gt=0.0)
+
+
+class GammaWeighting(Strict):
+    """t^gamma e^{-lambda t} (Guide eq. 14; gamma = 1, lambda = 6 on CIFAR-10)."""
+
+    name: Literal["gamma"] = "gamma"
+    gamma: float = 1.0
+    lam: float = 6.0
+
+
 WeightingConfig = Annotated[
-    Union[InvDtWeighting, EDMWeighting, UniformWeighting], Field(discriminator="name")
+    Union[InvDtWeighting, EDMWeighting, UniformWeighting, InvDtSmoothWeighting, GammaWeighting],
+    Field(discriminator="name"),
 ]
 
 
@@ -185,8 +277,41 @@ class UniformSampling(Strict):
     name: Literal["uniform"] = "uniform"
 
 
+class SineSampling(Strict):
+    """p_sine(t; a, b) on the unit interval, scaled to [lo, hi] (Guide eq. 15, sampled by eq. 41;
+    a = 1, b = 0.01 is the Guide's default, Table 7g). ``divide_by_pdf`` divides the loss weight by
+    the density so that the effective weight w(t) is kept (Guide Sec. 3.3)."""
+
+    name: Literal["sine"] = "sine"
+    a: float = 1.0
+    b: float = 0.01
+    divide_by_pdf: bool = True
+
+    @model_validator(mode="after")
+    def _shape(self) -> "SineSampling":
+        if self.a == self.b or not (0.0 <= min(self.a, self.b) and max(self.a, self.b) <= 2.0):
+            raise ValueError(f"sine needs a != b, both in [0, 2] (positive density), got a={self.a}, b={self.b}")
+        return self
+
+
+class CoshSampling(Strict):
+    """p_cosh(t; a, b) on the unit interval, scaled to [lo, hi] (Guide eq. 16, sampled by eq. 42;
+    a = 1.5, b = 0 in Table 7g). ``divide_by_pdf`` as for ``sine``."""
+
+    name: Literal["cosh"] = "cosh"
+    a: float = 1.5
+    b: float = 0.0
+    divide_by_pdf: bool = True
+
+    @model_validator(mode="after")
+    def _shape(self) -> "CoshSampling":
+        if self.a == self.b:
+            raise ValueError(f"cosh needs a != b, got a = b = {self.a}")
+        return self
+
+
 TimeSamplingConfig = Annotated[
-    Union[LognormalSampling, UniformSampling], Field(discriminator="name")
+    Union[LognormalSampling, UniformSampling, SineSampling, CoshSampling], Field(discriminator="name")
 ]
 
 
@@ -197,7 +322,25 @@ class ClassicUpperLimit(Strict):
     name: Literal["cu"] = "cu"
 
 
-UpperLimitConfig = Annotated[Union[ClassicUpperLimit], Field(discriminator="name")]
+class VariableUpperLimit(Strict):
+    """VU: s ~ uniform-power(nu) on [t0, tT] (Guide eq. 17, sampled as in App. E.2), then t on [s, tT];
+    the model takes (x_t, t, s). nu = 4 is the Guide's best trade-off (Fig. 7f). Needs kernel ``fm``."""
+
+    name: Literal["vu"] = "vu"
+    nu: float = Field(4.0, gt=0.0)
+
+
+class PhasedUpperLimit(Strict):
+    """Phased (multistep) training: [t0, tT] cut into ``segments`` equal segments, s = the segment edge
+    below t (SCT Sec. 4.3, eq. 17). Needs kernel ``fm``."""
+
+    name: Literal["phased"] = "phased"
+    segments: int = Field(2, ge=1)
+
+
+UpperLimitConfig = Annotated[
+    Union[ClassicUpperLimit, VariableUpperLimit, PhasedUpperLimit], Field(discriminator="name")
+]
 
 
 # ---------------------------------------------------------------------------------- distance axis
@@ -216,8 +359,27 @@ class SquaredL2Distance(Strict):
     name: Literal["l2_squared"] = "l2_squared"
 
 
+class ParticleL2Distance(Strict):
+    """The Guide's particle loss: w/(t - s) ||g_theta(x_t, t, s) - g_target(x_r, r, s)|| (Guide eq. 5),
+    computed in the equal-gradient form of eq. 39 (Guide G.1). Needs kernel ``fm``."""
+
+    name: Literal["particle_l2"] = "particle_l2"
+
+
+class TimeAwareMMDDistance(Strict):
+    """Time-aware MMD over groups of ``group_size`` samples with the kernel
+    -||x1 - x2|| exp(-(|t1 - t2| + |s1 - s2|) / sigma) (Guide App. F, eqs. 44-46); ``share_time`` draws
+    one (t, r, s) per group instead (IMM's form, Guide Table 7i). Needs kernel ``fm``."""
+
+    name: Literal["time_aware_mmd"] = "time_aware_mmd"
+    group_size: int = Field(2, ge=1)
+    sigma: float = Field(0.1, gt=0.0)
+    share_time: bool = False
+
+
 DistanceConfig = Annotated[
-    Union[PseudoHuberDistance, L2Distance, SquaredL2Distance], Field(discriminator="name")
+    Union[PseudoHuberDistance, L2Distance, SquaredL2Distance, ParticleL2Distance, TimeAwareMMDDistance],
+    Field(discriminator="name"),
 ]
 
 
@@ -275,6 +437,8 @@ class EvalConfig(Strict):
     fid_weights: Optional[str] = None  # local Inception weights for clusters without internet
     cache_dir: str = "~/.cache/ablate"  # reference statistics, small extractors
     grid: bool = True  # save a PNG sample grid / 2-D scatter at each evaluation
+    sampler: Literal["multistep", "pushforward"] = "multistep"  # restart (iCT/CU) or pushforward (VU)
+    eta: float = Field(1.0, gt=0.0, le=1.0)  # edge-skipping factor of pushforward (SCT eq. 20)
 
 
 class LogConfig(Strict):
@@ -314,6 +478,27 @@ class Config(Strict):
                         "name" in type(field.default).model_fields:
                     data[section] = {"name": field.default.name, **value}
         return data
+
+    @model_validator(mode="after")
+    def _velocity_kernel_choices(self) -> "Config":
+        """Choices that need f(x_t, t, s) for any s (Guide eq. 3) need a kernel that supports it."""
+        from .kernels import KERNELS
+
+        needs = [f"{section}.name={choice.name!r}" for section, choice, names in (
+            ("upper_limit", self.upper_limit, ("vu", "phased")),
+            ("distance", self.distance, ("particle_l2", "time_aware_mmd")),
+        ) if choice.name in names]
+        if self.eval.sampler == "pushforward" and self.upper_limit.name == "cu":
+            raise ValueError("eval.sampler='pushforward' needs a model with an upper limit s "
+                             "(upper_limit.name 'vu' or 'phased')")
+        if needs and not KERNELS.get(self.kernel.name).supports_upper_limit:
+            raise ValueError(f"{', '.join(needs)} need(s) a velocity kernel with a variable upper limit "
+                             f"(kernel.name 'fm'), got kernel.name={self.kernel.name!r}")
+        dist = self.distance
+        if dist.name == "time_aware_mmd" and self.train.batch_size % dist.group_size:
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of "
+                             f"distance.group_size ({dist.group_size})")
+        return self
 
 
 # ------------------------------------------------------------------------------ loading, overrides

@@ -25,14 +25,17 @@ from torch import Tensor
 from .batches import BatchOrder, DataBundle
 from .config import Config
 from .couplings import CouplingContext, build_coupling, transport_cost
+from .diagnostics import DIAGNOSTIC_KEYS, gradient_diagnostics
 from .discretization import build_discretization
 from .kernels import build_kernel
 from .model import ConsistencyFunction
 from .networks import build_network
-from .objective import consistency_loss
+from .objective import GUIDE_LOSSES, GuideTerms, consistency_loss, guide_loss
 from .optim import build_optimizer, lr_factor
-from .sampling import multistep_sample
+from .sampling import sample_with
 from .time_sampling import build_time_sampler
+from .upper_limit import build_upper_limit
+from . import weighting
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +140,15 @@ class Trainer:
         x0, y = self._batch()
         n = x0.shape[0]
         x1 = self.data.noise(n, self.device)
-        t, r = self.discretization.sample_pair(n, self.step, self.time_sampler, self.device)
+        upper_limit = build_upper_limit(self.cfg.upper_limit, self.kernel)
+        dist = self.cfg.distance
+        shared = dist.name == "time_aware_mmd" and dist.share_time  # one (t, r, s) per MMD group
+        draws = n // dist.group_size if shared else n
+        t, r, s = upper_limit.draw(draws, self.step, self.discretization, self.time_sampler, self.device)
+        if shared:
+            t, r = t.repeat_interleave(dist.group_size), r.repeat_interleave(dist.group_size)
+            s = None if s is None else s.repeat_interleave(dist.group_size)
+        scale = self.time_sampler.loss_scale(t, self.kernel.t_min if s is None else s, self.kernel.t_max)
         ctx = CouplingContext(self.step, t, r, self.online, self.ema, self.discretization,
                               self.cfg.weighting, class_labels=y)
         pair = self.coupling.pair(x0, x1, ctx)
@@ -146,14 +157,30 @@ class Trainer:
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state(self.device) if cuda else None
         with self._autocast():
-            f_t = self.online(x_t, t, class_labels=y)
+            if dist.name in GUIDE_LOSSES:
+                s = torch.full_like(t, self.kernel.t_min) if s is None else s
+                v_t = self.online.velocity(x_t, t, s, class_labels=y)
+            else:
+                f_t = self.online(x_t, t, s, class_labels=y)
             # the target forward reuses the online forward's dropout masks: same CPU *and* CUDA RNG
             with torch.random.fork_rng(devices=[self.device] if cuda else []), torch.no_grad():
                 torch.set_rng_state(cpu_rng)
                 if cuda:
                     torch.cuda.set_rng_state(cuda_rng, self.device)
-                f_r = self.target(x_r, r, class_labels=y)
-        loss = consistency_loss(self.cfg, f_t, f_r, t, r, self.kernel) + pair.loss
+                if dist.name in GUIDE_LOSSES:
+                    v_r_target = self.target.velocity(x_r, r, s, class_labels=y)
+                    v_t_target = v_t.detach() if self.target is self.online else \
+                        self.target.velocity(x_t, t, s, class_labels=y)
+                else:
+                    f_r = self.target(x_r, r, s, class_labels=y)
+        if dist.name in GUIDE_LOSSES:
+            w = weighting.weight(self.cfg.weighting, t, r, self.kernel)
+            # fm: u_t = alpha'_t x + sigma'_t z = z - x (Guide Sec. 2.2)
+            terms = GuideTerms(x_t.float(), x_r.float(), t, r, s, w if scale is None else w * scale,
+                               (pair.x1 - pair.x0).float(), v_t, v_t_target, v_r_target)
+            loss = guide_loss(dist, terms) + pair.loss
+        else:
+            loss = consistency_loss(self.cfg, f_t, f_r, t, r, self.kernel, scale) + pair.loss
         logs = dict(pair.logs)
         logs["transport_cost"] = transport_cost(pair.x0, pair.x1).detach()
         return loss, logs
@@ -204,8 +231,9 @@ class Trainer:
                 y = (torch.randint(self.num_classes, (m,), device=self.device)
                      if self.num_classes else None)
                 x1 = self.data.noise(m, self.device)
-                outs.append(multistep_sample(self.ema, x1, mid, self.coupling,
-                                             lambda x: self.data.noise(x.shape[0], self.device), y))
+                outs.append(sample_with(self.cfg.eval.sampler, self.ema, x1, mid, self.coupling,
+                                        lambda x: self.data.noise(x.shape[0], self.device), y,
+                                        self.cfg.eval.eta))
         self.ema.train(was_training)
         return torch.cat(outs)
 
@@ -230,7 +258,17 @@ class Trainer:
         if self._n_steps and not math.isfinite(row["loss"]):
             self.status = "diverged"
         row["status"] = self.status
+        if self.cfg.log.diag_every:
+            row.update(dict.fromkeys(DIAGNOSTIC_KEYS, math.nan))
+            if self.status == "running" and self._diagnostics_due():
+                row.update(gradient_diagnostics(self))
         return row
+
+    def _diagnostics_due(self) -> bool:
+        """Diagnostics run at a report when a multiple of ``log.diag_every`` fell since the last report
+        (and at step 0): at most once per report, on the batch of the report's step."""
+        every, previous = self.cfg.log.diag_every, self.step - self._n_steps
+        return self.step == 0 or self.step // every > previous // every
 
     def _evaluate(self, row: dict[str, Any]) -> None:
         if self.evaluator is None:

@@ -8,6 +8,7 @@ COUPLINGS: Registry[type[Coupling]] = Registry("coupling")
 COUPLINGS.register("independent")(Coupling)
 
 from . import ot  # noqa: E402,F401  (registers "ot")
+from . import gc, vc, vr  # noqa: E402,F401  (register "gc", "vc", "vr")
 
 
 def build_coupling(cfg, kernel, data_shape, iterations: int, num_classes: int = 0) -> Coupling:

@@ -1,0 +1,490 @@
+"""Ray Tune sweeps: the only module that imports ray.
+
+A sweep directory (local path or any pyarrow URI) holds::
+
+    sweep.json          what ran: name, source file, its sha256, profile, --set overrides, Ray version
+    spec.yaml           the search-space file's text as it was when the sweep began
+    metrics/<trial>/    the results store (ablate.results), written from inside each trial
+    tune/               Ray Tune's experiment (trial state, searcher/scheduler state, checkpoints)
+    samples/<trial>/    sample grids (local sweeps; remote sweeps keep them in Ray's trial dirs)
+
+Each trial reports every store row to the store and, at the rows that carry the tune metric (the
+evaluations), a Ray result with a checkpoint every ``log.checkpoint_every`` such results. Schedulers'
+time therefore counts evaluations (``training_iteration``).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pyarrow.fs as pafs
+import ray
+import torch
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from . import results
+from .spec import Point, SweepSpec, load_spec, make_point
+from .trial import prepare_trial, run_trial
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE, SPEC_FILE, TUNE_DIR = "sweep.json", "spec.yaml", "tune"
+#: test-only fault injection: raise once (first attempt) at this report step, in trials whose name
+#: contains ABLATE_FAULT_TRIALS (all trials if unset)
+FAULT_STEP_ENV, FAULT_TRIALS_ENV = "ABLATE_FAULT_STEP", "ABLATE_FAULT_TRIALS"
+
+
+class SweepError(RuntimeError):
+    """A sweep cannot start or resume (bad directory, changed file, impossible resources)."""
+
+
+# ----------------------------------------------------------------------------------- locations
+def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def _join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *parts])
+
+
+def _exists(uri: str) -> bool:
+    fs, path = _fs(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def _write_text(uri: str, text: str) -> None:
+    fs, path = _fs(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
+def _read_text(uri: str) -> str:
+    fs, path = _fs(uri)
+    with fs.open_input_stream(path) as src:
+        return src.read().decode()
+
+
+def new_sweep_dir(out: str, name: str) -> str:
+    """``out/name``, or ``out/name-<timestamp>`` when that already holds a sweep (never overwrite)."""
+    candidate = _join(out, name)
+    if _exists(candidate):
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        candidate = _join(out, f"{name}-{stamp}")
+    return candidate
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str) -> str:
+    return uri[len("file://"):] if uri.startswith("file://") else os.path.abspath(uri)
+
+
+# ------------------------------------------------------------------------------------- points
+def arm_label(point: Point) -> str:
+    """Readable label of a point without its seed: the variant and the swept values."""
+    parts = [point.variant] if point.variant else []
+    parts += [f"{k}={v}" for k, v in sorted(point.params.items())]
+    return ",".join(parts) or "base"
+
+
+def point_columns(point: Point, spec: SweepSpec) -> dict[str, Any]:
+    return {"sweep": spec.name, "arm": arm_label(point), "variant": point.variant,
+            "point_key": point.key}
+
+
+# ------------------------------------------------------------------------------------ trainable
+def _point_of(config: dict[str, Any], spec: SweepSpec) -> Point:
+    if "point" in config:  # grid / random: the full point was enumerated up front
+        p = config["point"]
+        return make_point(p["params"], p["variant"], p["seed"])
+    params = {k: v for k, v in config.items()}
+    return make_point(params, None, spec.seeds[0])
+
+
+def _fault_due(trial_id: str, step: int, attempt_first: bool) -> bool:
+    at = os.environ.get(FAULT_STEP_ENV)
+    if not at or not attempt_first or int(at) != step:
+        return False
+    which = os.environ.get(FAULT_TRIALS_ENV)
+    return which is None or which in trial_id
+
+
+def _ray_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """The numeric and short string fields of a row that Ray keeps in its result table."""
+    return {k: v for k, v in row.items() if "." not in k and isinstance(v, (int, float, str, bool))}
+
+
+def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str) -> None:
+    """The Ray Tune trainable: one point of the search space, one seed."""
+    point = _point_of(config, spec)
+    context = tune.get_context()
+    trial_id = point.trial_name if "point" in config else f"{context.get_trial_name()}"
+    resources = context.get_trial_resources().required_resources
+    torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
+    device = torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+    cfg = spec.config_for(point.params, point.variant, point.seed)
+    if cfg.train.device == "auto":
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": device.type})})
+    samples = (_join(local_path(sweep_dir), "samples", trial_id) if is_local(sweep_dir)
+               else os.path.join(context.get_trial_dir(), "samples"))
+    setup = prepare_trial(cfg, samples, point_columns(point, spec), device)
+
+    checkpoint = tune.get_checkpoint()
+    resume_dir = checkpoint.to_directory() if checkpoint is not None else None
+    resume_from = os.path.join(resume_dir, "trainer.pt") if resume_dir else None
+    first_attempt = resume_from is None and not _store_has_rows(sweep_dir, trial_id)
+    metric, every = spec.tune.metric, cfg.log.checkpoint_every
+    state = {"reports": 0, "last": math.nan}
+
+    def report(row: dict[str, Any], trainer, _checkpoint_due: bool) -> None:
+        if _fault_due(trial_id, row["step"], first_attempt):
+            raise RuntimeError(f"injected fault at step {row['step']} ({FAULT_STEP_ENV})")
+        final = row["status"] != "running"
+        if metric in row:
+            state["last"] = row[metric]
+        elif not final:
+            return
+        values = {**_ray_metrics(row), metric: state["last"]}
+        state["reports"] += 1
+        if row["status"] == "diverged" or not (final or state["reports"] % every == 0):
+            tune.report(values)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer.save(os.path.join(tmp, "trainer.pt"))
+            tune.report(values, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    run_trial(setup, sweep_dir, trial_id, resume_from=resume_from, on_report=report)
+
+
+def _store_has_rows(sweep_dir: str, trial_id: str) -> bool:
+    return _exists(_join(sweep_dir, "metrics", trial_id))
+
+
+# ------------------------------------------------------------------------------------- searcher
+class SpaceSuggester:
+    """Optuna define-by-run space: picklable (Ray pickles the searcher with the experiment)."""
+
+    def __init__(self, spec: SweepSpec):
+        self.spec = spec
+
+    def __call__(self, trial) -> dict[str, Any]:
+        return self.spec.suggest(trial)
+
+
+class PruningAwareOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch tells Optuna every finished trial as COMPLETE with its last value, so a trial
+    that ASHA stopped early looks like a finished one with a truncated value and misleads TPE. Here a
+    trial whose last result is not ``completed`` is told as PRUNED (stopped early) or FAIL (diverged),
+    and only finished trials are COMPLETE."""
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
+        from optuna.trial import TrialState
+
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        status = (result or {}).get("status")
+        if error or status in ("diverged", "errored"):
+            state, value = TrialState.FAIL, None
+        elif status != "completed":
+            state, value = TrialState.PRUNED, None
+        else:
+            state, value = TrialState.COMPLETE, result.get(self.metric)
+        self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+        self._completed_trials.add(trial_id)
+
+
+def _searcher(spec: SweepSpec):
+    s = spec.tune.searcher
+    if s.name != "optuna":
+        return None
+    import optuna
+
+    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+                "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
+                "gp": optuna.samplers.GPSampler}
+    search = PruningAwareOptunaSearch(space=SpaceSuggester(spec), metric=spec.tune.metric,
+                                      mode=spec.tune.mode, sampler=samplers[s.sampler](seed=s.seed))
+    if spec.tune.max_concurrent:
+        return ConcurrencyLimiter(search, max_concurrent=spec.tune.max_concurrent)
+    return search
+
+
+def _scheduler(spec: SweepSpec):
+    sched = spec.tune.scheduler
+    if sched.name == "asha":
+        return tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=sched.grace_period,
+                                             reduction_factor=sched.reduction_factor,
+                                             max_t=_evaluations_per_trial(spec))
+    if sched.name == "median":
+        return tune.schedulers.MedianStoppingRule(time_attr="training_iteration",
+                                                  grace_period=sched.grace_period,
+                                                  min_samples_required=sched.min_samples_required)
+    return tune.schedulers.FIFOScheduler()
+
+
+def _evaluations_per_trial(spec: SweepSpec) -> int:
+    cfg = spec.config_for({}, None, spec.seeds[0]) if not spec.variants else \
+        spec.config_for({}, next(iter(spec.variants)), spec.seeds[0])
+    return max(1, math.ceil(cfg.train.iterations / cfg.eval.every))
+
+
+def _param_space(spec: SweepSpec) -> Optional[dict[str, Any]]:
+    if spec.tune.searcher.name == "optuna":
+        return None
+    points = spec.points()
+    return {"point": tune.grid_search([{"params": p.params, "variant": p.variant, "seed": p.seed}
+                                       for p in points])}
+
+
+def _trainable(spec: SweepSpec, sweep_dir: str):
+    res = spec.tune.resources
+    fn = tune.with_parameters(train_point, spec=spec, sweep_dir=sweep_dir)
+    return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
+
+
+# ---------------------------------------------------------------------------------------- ray
+def start_ray(address: Optional[str], num_cpus: Optional[int]) -> None:
+    env = {k: v for k, v in os.environ.items() if k.startswith("ABLATE_")}
+    runtime_env = {"env_vars": env} if env else None
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 runtime_env=runtime_env, log_to_driver=False)
+
+
+def fit_resources(spec: SweepSpec, path: str, notify: Callable[[str], None]) -> SweepSpec:
+    """A GPU request on a cluster without GPUs must not wait forever: fall back to the file's ``cpu``
+    profile (with a notice) or refuse with the reason."""
+    res = spec.tune.resources
+    total = ray.cluster_resources()
+    if res.gpu > 0 and total.get("GPU", 0) < min(res.gpu, 1):
+        if "cpu" in spec.profiles and spec.profile != "cpu":
+            notify(f"notice: the file asks for gpu={res.gpu} per trial but this Ray cluster has no "
+                   "GPU; using its 'cpu' profile")
+            return load_spec(path, "cpu", spec.overrides)
+        raise SweepError(f"{path}: tune.resources: gpu={res.gpu} per trial but this Ray cluster has "
+                         "no GPU, and the file has no 'cpu' profile to fall back to")
+    if res.cpu > total.get("CPU", 0):
+        raise SweepError(f"{path}: tune.resources: cpu={res.cpu} per trial but the Ray cluster has "
+                         f"only {total.get('CPU', 0):g} CPUs (start Ray with more or ask for fewer)")
+    return spec
+
+
+# --------------------------------------------------------------------------------------- running
+class ProgressTable(tune.Callback):
+    """A live table: trial, swept values, step/total, last and best metric, status."""
+
+    def __init__(self, spec: SweepSpec, every_s: float = 15.0, stream=sys.stdout):
+        self.spec, self.every_s, self.stream = spec, every_s, stream
+        self.rows: dict[str, dict[str, Any]] = {}
+        self._last = 0.0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = self.rows.setdefault(trial.trial_id, {"best": math.nan})
+        value = result.get(self.spec.tune.metric, math.nan)
+        better = min if self.spec.tune.mode == "min" else max
+        if isinstance(value, float) and math.isfinite(value):
+            row["best"] = value if math.isnan(row["best"]) else better(row["best"], value)
+        row.update(step=result.get("step"), last=value, status=result.get("status", "running"))
+        self._maybe_print(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._maybe_print(trials, force=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._maybe_print(trials, force=True)
+
+    def _maybe_print(self, trials, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.every_s:
+            return
+        self._last = now
+        print(render_table(self.spec, [self._line(t) for t in trials]), file=self.stream, flush=True)
+
+    def _line(self, trial) -> dict[str, Any]:
+        row = self.rows.get(trial.trial_id, {})
+        point = _point_of(trial.config, self.spec)
+        return {"trial": point.trial_name if "point" in trial.config else str(trial),
+                "arm": arm_label(point), "step": row.get("step"), "last": row.get("last"),
+                "best": row.get("best"), "status": row.get("status") or trial.status.lower()}
+
+
+def render_table(spec: SweepSpec, lines: list[dict[str, Any]]) -> str:
+    total = spec.config_for({}, next(iter(spec.variants), None), spec.seeds[0]).train.iterations
+    metric = spec.tune.metric
+
+    def num(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, (int, float)) and v is not None and not (
+            isinstance(v, float) and math.isnan(v)) else "-"
+
+    header = f"{'trial':<28} {'step':>13} {('last ' + metric):>16} {'best':>10}  {'status':<13} arm"
+    out = [header, "-" * len(header)]
+    for line in lines:
+        step = f"{line['step'] if line['step'] is not None else '-'}/{total}"
+        out.append(f"{line['trial'][:28]:<28} {step:>13} {num(line['last']):>16} {num(line['best']):>10}"
+                   f"  {str(line['status'])[:13]:<13} {line['arm']}")
+        if line.get("error"):
+            out.append(f"{'':<28}   error: {line['error']}")
+    return "\n".join(out)
+
+
+class StatusWriter(tune.Callback):
+    """Driver-side outcomes the trial cannot write itself: stopped early by the scheduler, errored
+    after its last retry."""
+
+    def __init__(self, spec: SweepSpec, sweep_dir: str):
+        self.spec, self.sweep_dir = spec, sweep_dir
+
+    def _trial_id(self, trial) -> str:
+        return (_point_of(trial.config, self.spec).trial_name if "point" in trial.config
+                else str(trial))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        if last.get("status") == "running":
+            results.mark_status(self.sweep_dir, self._trial_id(trial), "stopped_early", step=last.get("step"))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = None
+        if trial.error_file and os.path.exists(trial.error_file):
+            error = Path(trial.error_file).read_text()
+        results.mark_status(self.sweep_dir, self._trial_id(trial), "errored",
+                            step=(trial.last_result or {}).get("step"), error=error)
+
+
+def _run_config(spec: SweepSpec, sweep_dir: str, quiet: bool) -> tune.RunConfig:
+    callbacks = [StatusWriter(spec, sweep_dir)]
+    if not quiet:
+        callbacks.append(ProgressTable(spec))
+    return tune.RunConfig(
+        name=TUNE_DIR, storage_path=sweep_dir if not is_local(sweep_dir) else local_path(sweep_dir),
+        failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=callbacks, verbose=0)
+
+
+def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict[str, Any]] = None,
+              out: str = "runs", name: Optional[str] = None, address: Optional[str] = None,
+              num_cpus: Optional[int] = None, quiet: bool = False,
+              notify: Callable[[str], None] = print) -> str:
+    """Validate ``path``, start (or connect to) Ray and run the sweep; returns the sweep directory."""
+    spec = load_spec(path, profile, overrides)  # raises SpecError before anything starts
+    start_ray(address, num_cpus)
+    spec = fit_resources(spec, path, notify)
+    sweep_dir = new_sweep_dir(out, name or spec.name)
+    _write_text(_join(sweep_dir, SPEC_FILE), Path(path).read_text())
+    _write_text(_join(sweep_dir, SWEEP_FILE), json.dumps({
+        "name": spec.name, "source": os.path.abspath(path), "sha256": spec.sha256,
+        "profile": spec.profile, "overrides": spec.overrides, "num_cpus": num_cpus,
+        "ray": ray.__version__, "started": _dt.datetime.now().isoformat(timespec="seconds"),
+    }, indent=2, default=str))
+    notify(f"sweep {spec.name}: {sweep_dir}")
+    tuner = tune.Tuner(
+        _trainable(spec, sweep_dir), param_space=_param_space(spec),
+        tune_config=tune.TuneConfig(metric=spec.tune.metric, mode=spec.tune.mode,
+                                    scheduler=_scheduler(spec), search_alg=_searcher(spec),
+                                    num_samples=_num_samples(spec),
+                                    max_concurrent_trials=spec.tune.max_concurrent),
+        run_config=_run_config(spec, sweep_dir, quiet))
+    tuner.fit()
+    results.collect(sweep_dir)
+    return sweep_dir
+
+
+def _num_samples(spec: SweepSpec) -> int:
+    return spec.tune.searcher.num_samples if spec.tune.searcher.name == "optuna" else 1
+
+
+# ---------------------------------------------------------------------------------------- resume
+def load_sweep(sweep_dir: str) -> tuple[dict[str, Any], SweepSpec]:
+    """The sweep's record and its spec, rebuilt from the copy stored when it began."""
+    if not _exists(_join(sweep_dir, SWEEP_FILE)):
+        raise SweepError(f"{sweep_dir}: not a sweep directory (no {SWEEP_FILE})")
+    record = json.loads(_read_text(_join(sweep_dir, SWEEP_FILE)))
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = os.path.join(tmp, os.path.basename(record["source"]))
+        Path(copy).write_text(_read_text(_join(sweep_dir, SPEC_FILE)))
+        spec = load_spec(copy, record["profile"], record["overrides"])
+    return record, spec
+
+
+def spec_changes(sweep_dir: str, record: dict[str, Any]) -> Optional[str]:
+    """A unified diff when the source file changed since the sweep began, else None."""
+    import difflib
+
+    source = record["source"]
+    if not os.path.exists(source):
+        return None
+    now, then = Path(source).read_text(), _read_text(_join(sweep_dir, SPEC_FILE))
+    if now == then:
+        return None
+    return "".join(difflib.unified_diff(then.splitlines(True), now.splitlines(True),
+                                        "when the sweep began", "now"))
+
+
+def resume_sweep(sweep_dir: str, restart_errored: bool = False, address: Optional[str] = None,
+                 num_cpus: Optional[int] = None, quiet: bool = False,
+                 notify: Callable[[str], None] = print) -> str:
+    """Finish an interrupted sweep: unfinished trials continue from their last checkpoints, errored
+    ones too (or from scratch with ``restart_errored``); searcher and scheduler state are restored."""
+    record, spec = load_sweep(sweep_dir)
+    diff = spec_changes(sweep_dir, record)
+    if diff:
+        raise SweepError(f"{record['source']} changed since the sweep began; restore it or start a new "
+                         f"sweep. What changed:\n{diff}")
+    tune_dir = _join(sweep_dir, TUNE_DIR)
+    if not tune.Tuner.can_restore(tune_dir if not is_local(tune_dir) else local_path(tune_dir)):
+        raise SweepError(f"{sweep_dir}: Ray Tune's experiment state is missing ({tune_dir})")
+    start_ray(address, num_cpus or record.get("num_cpus"))
+    notify(f"resuming sweep {spec.name}: {sweep_dir}")
+    tuner = tune.Tuner.restore(tune_dir if not is_local(tune_dir) else local_path(tune_dir),
+                               trainable=_trainable(spec, sweep_dir), resume_unfinished=True,
+                               resume_errored=not restart_errored, restart_errored=restart_errored)
+    tuner.fit()
+    results.collect(sweep_dir)
+    return sweep_dir
+
+
+# ---------------------------------------------------------------------------------------- status
+def status_table(sweep_dir: str) -> str:
+    """The progress table from disk, for a running or finished sweep."""
+    _, spec = load_sweep(sweep_dir)
+    statuses = results.trial_status(sweep_dir).set_index("trial_id")
+    try:
+        rows = results.read_rows(sweep_dir)
+    except FileNotFoundError:
+        rows = None
+    metric, lines = spec.tune.metric, []
+    for trial_id, st in statuses.iterrows():
+        line = {"trial": trial_id, "arm": "", "step": st["last_step"], "last": math.nan, "best": math.nan,
+                "status": st["status"], "error": st.get("error")}
+        if rows is not None and len(rows):
+            mine = rows[rows["trial_id"] == trial_id]
+            if len(mine):
+                line["arm"] = mine["arm"].iloc[-1] if "arm" in mine else ""
+                if metric in mine:
+                    vals = mine[metric].dropna()
+                    if len(vals):
+                        line["last"] = float(vals.iloc[-1])
+                        line["best"] = float(vals.min() if spec.tune.mode == "min" else vals.max())
+        lines.append(line)
+    return render_table(spec, lines)
+
