@@ -21,9 +21,10 @@ class Discretization:
     def __init__(self, cfg, kernel: Kernel, iterations: int):
         self.cfg, self.kernel, self.iterations = cfg, kernel, iterations
 
-    def sample_pair(self, n: int, step: int, sampler: TimeSampler,
-                    device: torch.device) -> tuple[Tensor, Tensor]:
-        """Times (t, r) of shape (n,) with t_min <= r < t."""
+    def sample_pair(self, n: int, step: int, sampler: TimeSampler, device: torch.device,
+                    lower: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Times (t, r) of shape (n,) with lo <= r < t, lo = t_min or the per-sample ``lower`` bound
+        (the upper limit s of the Guide's VU models, Sec. 3.4)."""
         raise NotImplementedError
 
     def last_gap(self, step: int) -> float:
@@ -73,7 +74,10 @@ class ICTDiscretization(Discretization):
             self._cache[key] = (grid.to(device, torch.float32), probs.to(device, torch.float32))
         return self._cache[key]
 
-    def sample_pair(self, n, step, sampler, device):
+    def sample_pair(self, n, step, sampler, device, lower=None):
+        if lower is not None:
+            raise ValueError("discretization 'ict' draws from a fixed grid and cannot take a variable "
+                             "upper limit s; use discretization.name 'ect' or 'guide' with it")
         grid, probs = self._grid_and_probs(step, sampler, device)
         i = torch.multinomial(probs, n, replacement=True)
         return grid[i + 1], grid[i]
@@ -101,8 +105,12 @@ class ECTDiscretization(Discretization):
         r = t * (1.0 - n_t / self.cfg.q ** self.stage(step))
         return r.clamp_min(self.kernel.t_min)
 
-    def sample_pair(self, n, step, sampler, device):
+    def sample_pair(self, n, step, sampler, device, lower=None):
         hi = math.inf if self.kernel.unbounded_above else self.kernel.t_max
+        if lower is not None:  # SCT eq. 17's r >= s for a model with upper limit s
+            t = sampler.sample(n, lower, hi, device)
+            t = torch.maximum(t, lower + self.kernel.t_min * 1e-4)
+            return t, torch.maximum(self.r_of(t, step), lower)
         t = sampler.sample(n, self.kernel.t_min, hi, device)
         # a t on the boundary has no r below it: move it just above (measure zero for continuous t)
         t = torch.maximum(t, torch.full_like(t, self.kernel.t_min * (1 + 1e-4)))
@@ -117,4 +125,6 @@ class ECTDiscretization(Discretization):
 
 
 def build_discretization(cfg, kernel: Kernel, iterations: int) -> Discretization:
+    from . import guide_discretization  # noqa: F401  registers "guide"
+
     return DISCRETIZATIONS.get(cfg.name)(cfg, kernel, iterations)

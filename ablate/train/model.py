@@ -17,10 +17,17 @@ class ConsistencyFunction(nn.Module):
         super().__init__()
         self.backbone, self.kernel, self.precond_cfg, self.dual_time = backbone, kernel, precond_cfg, dual_time
 
-    def forward(self, x_t: Tensor, t: Tensor, s: Tensor | None = None,
-                class_labels: Tensor | None = None) -> Tensor:
+    def velocity(self, x_t: Tensor, t: Tensor, s: Tensor | None = None,
+                 class_labels: Tensor | None = None) -> Tensor:
+        """The backbone output F(c_in x_t, c(t)[, c(s)]): for the ``fm`` kernel the Guide's
+        f_theta(x_t, t, s), the average velocity from t to s (Guide eqs. 3-4)."""
         k = self.kernel
         c_noise = time_input(self.precond_cfg, t, k)
         s_noise = time_input(self.precond_cfg, s, k) if self.dual_time else None
-        out = self.backbone(expand_as(k.c_in(t), x_t) * x_t, c_noise, s_noise, class_labels)
+        return self.backbone(expand_as(k.c_in(t), x_t) * x_t, c_noise, s_noise, class_labels)
+
+    def forward(self, x_t: Tensor, t: Tensor, s: Tensor | None = None,
+                class_labels: Tensor | None = None) -> Tensor:
+        k = self.kernel
+        out = self.velocity(x_t, t, s, class_labels)
         return expand_as(k.c_skip(t, s), x_t) * x_t + expand_as(k.c_out(t, s), x_t) * out

@@ -27,5 +27,17 @@ def uniform(cfg, t: Tensor, r: Tensor, kernel: Kernel) -> Tensor:
     return torch.ones_like(t)
 
 
+@WEIGHTINGS.register("inv_dt_smooth")
+def inv_dt_smooth(cfg, t: Tensor, r: Tensor, kernel: Kernel) -> Tensor:
+    """1 / (t - r + delta) <= 1 / delta (SCT Sec. 4.2)."""
+    return 1.0 / (t - r + cfg.delta)
+
+
+@WEIGHTINGS.register("gamma")
+def gamma(cfg, t: Tensor, r: Tensor, kernel: Kernel) -> Tensor:
+    """The Guide's Gamma weight t^gamma e^{-lambda t} (Guide eq. 14)."""
+    return t ** cfg.gamma * torch.exp(-cfg.lam * t)
+
+
 def weight(cfg, t: Tensor, r: Tensor, kernel: Kernel) -> Tensor:
     return WEIGHTINGS.get(cfg.name)(cfg, t, r, kernel)

@@ -1,0 +1,154 @@
+"""Platform overhead: the same trials through `ablate run` and through a plain Python loop.
+
+Prints, measured side by side in one run:
+1. overhead ratio: wall time of N trials run one at a time by `ablate run --num-cpus 1` (Ray Tune,
+   store, checkpoints, status) / the same trials run by a plain loop calling the trainer
+   (target <= 1.15 for trials of 30 s or more on 1 CPU each);
+2. parallel speed-up: the plain loop's time / `ablate run --num-cpus 2` (2 trials at once, 1 CPU each;
+   target >= 1.7x on 2 cores);
+3. ASHA vs the full grid on a toy beta sweep (VC coupling, beta grid): trial-steps spent and whether the
+   grid's winner survives ASHA (target <= 40% of the steps).
+
+    python benchmarks/sweep_overhead.py              # ~15 minutes on 2 idle cores
+    python benchmarks/sweep_overhead.py --quick      # smoke run, numbers meaningless
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ablate.results import read_rows  # noqa: E402
+from ablate.spec import load_spec  # noqa: E402
+from ablate.trial import prepare_trial  # noqa: E402
+
+
+def overhead_spec(iterations: int) -> dict:
+    return {
+        "name": "overhead",
+        "base": {
+            "data": {"name": "gmm2", "n_train": 4000, "n_holdout": 1000},
+            "model": {"name": "mlp", "hidden": 256, "depth": 4},
+            "kernel": {"name": "li", "sigma_max": 0.1, "sigma_data": 0.5},
+            "discretization": {"name": "ict", "s0": 10, "s1": 80},
+            "train": {"iterations": iterations, "batch_size": 256, "lr": 1.0e-3, "ema": [0.999],
+                      "device": "cpu"},
+            "eval": {"every": max(iterations // 4, 1), "samples": 1000, "mid_times": [0.07], "grid": False},
+            "log": {"report_every": 100},
+        },
+        "space": {"coupling.name": {"grid": ["independent", "ot"]}},
+        "seeds": [0],
+        "tune": {"metric": "w2_1step", "mode": "min", "resources": {"cpu": 1, "gpu": 0}},
+    }
+
+
+def beta_spec(iterations: int, scheduler: dict | str) -> dict:
+    return {
+        "name": "beta_toy",
+        "base": {
+            "data": {"name": "gmm2", "n_train": 4000, "n_holdout": 1000},
+            "model": {"name": "mlp", "hidden": 128, "depth": 3},
+            "kernel": {"name": "li", "sigma_max": 0.1, "sigma_data": 0.5},
+            "coupling": {"name": "vc", "beta": 0.001},
+            "discretization": {"name": "ict", "s0": 10, "s1": 80},
+            "train": {"iterations": iterations, "batch_size": 256, "lr": 1.0e-3, "ema": [0.999],
+                      "device": "cpu"},
+            "eval": {"every": max(iterations // 8, 1), "samples": 500, "mid_times": [0.07], "grid": False},
+            "log": {"report_every": max(iterations // 8, 1)},
+        },
+        "space": {"coupling.beta": {"grid": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]}},
+        "seeds": [0],
+        "tune": {"metric": "w2_1step", "mode": "min", "scheduler": scheduler, "max_concurrent": 2,
+                 "resources": {"cpu": 1, "gpu": 0}},
+    }
+
+
+def write_spec(spec: dict, directory: str) -> str:
+    path = os.path.join(directory, f"{spec['name']}.yaml")
+    Path(path).write_text(yaml.safe_dump(spec))
+    return path
+
+
+def ablate_run(path: str, out: str, num_cpus: int) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ablate.cli", "run", path, "--out", out,
+                    "--num-cpus", str(num_cpus), "--quiet"], check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return time.perf_counter() - start
+
+
+def plain_loop(path: str) -> float:
+    """The same points trained one after another by the bare trainer (data, evaluator, Trainer.run;
+    no store, no checkpoints, no Ray), 1 thread as a trial gets."""
+    spec = load_spec(path)
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    for point in spec.points():
+        prepare_trial(spec.config_for(point.params, point.variant, point.seed), None).trainer.run()
+    return time.perf_counter() - start
+
+
+def trial_steps(sweep_dir: str) -> tuple[int, pd.DataFrame]:
+    rows = read_rows(sweep_dir)
+    last = rows.sort_values("step").groupby("trial_id").tail(1)
+    return int(last["step"].sum()), rows
+
+
+def best_arm(rows: pd.DataFrame, metric: str = "w2_1step") -> str:
+    finals = rows.dropna(subset=[metric]).sort_values("step").groupby("arm").tail(1)
+    return str(finals.sort_values(metric).iloc[0]["arm"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny trials: checks the script runs")
+    parser.add_argument("--iterations", type=int, default=2500, help="steps per overhead trial")
+    parser.add_argument("--beta-iterations", type=int, default=1600, help="steps per beta trial")
+    args = parser.parse_args()
+    iters, beta_iters = (100, 80) if args.quick else (args.iterations, args.beta_iterations)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_spec(overhead_spec(iters), tmp)
+        loop_s = plain_loop(path)
+        serial_s = ablate_run(path, os.path.join(tmp, "serial"), num_cpus=1)
+        loop2_s = plain_loop(path)
+        parallel_s = ablate_run(path, os.path.join(tmp, "parallel"), num_cpus=2)
+        loop_mean = (loop_s + loop2_s) / 2
+        print(f"2 trials x {iters} steps: plain loop {loop_s:.1f}s / {loop2_s:.1f}s, "
+              f"ablate run 1 CPU {serial_s:.1f}s, ablate run 2 CPUs {parallel_s:.1f}s")
+        print(f"overhead ratio (ablate run, 1 CPU / plain loop): {serial_s / loop_mean:.3f}  (target <= 1.15)")
+        print(f"parallel speed-up (plain loop / ablate run, 2 CPUs): {loop_mean / parallel_s:.2f}x  "
+              "(target >= 1.7x)")
+
+        grid = write_spec(beta_spec(beta_iters, "fifo"), tmp)
+        grid_s = ablate_run(grid, os.path.join(tmp, "grid"), num_cpus=2)
+        asha_spec = beta_spec(beta_iters, {"name": "asha", "grace_period": 1, "reduction_factor": 3})
+        asha_spec["name"] = "beta_toy_asha"
+        asha = write_spec(asha_spec, tmp)
+        asha_s = ablate_run(asha, os.path.join(tmp, "asha"), num_cpus=2)
+        grid_steps, grid_rows = trial_steps(os.path.join(tmp, "grid", "beta_toy"))
+        asha_steps, asha_rows = trial_steps(os.path.join(tmp, "asha", "beta_toy_asha"))
+        winner = best_arm(grid_rows)
+        survivors = asha_rows.groupby("arm")["step"].max()
+        survived = bool(survivors.get(winner, 0) == beta_iters)
+        print(f"beta sweep, 8 arms x {beta_iters} steps: grid {grid_steps} trial-steps in {grid_s:.0f}s, "
+              f"ASHA {asha_steps} trial-steps in {asha_s:.0f}s = {asha_steps / grid_steps:.0%} "
+              "(target <= 40%)")
+        print(f"grid winner {winner}: {'survives' if survived else 'does NOT survive'} ASHA "
+              f"(ASHA's best: {best_arm(asha_rows)})")
+
+
+if __name__ == "__main__":
+    main()
