@@ -81,6 +81,7 @@ class Trainer:
                                        num_classes).to(self.device)
         self.discretization = build_discretization(cfg.discretization, self.kernel, cfg.train.iterations)
         self.time_sampler = build_time_sampler(cfg.time_sampling)
+        self.upper_limit = build_upper_limit(cfg.upper_limit, self.kernel)
         groups = [{"params": list(self.online.parameters())}]
         if self.coupling.has_parameters():
             groups.append({"params": [p for p in self.coupling.parameters() if p.requires_grad]})
@@ -140,11 +141,10 @@ class Trainer:
         x0, y = self._batch()
         n = x0.shape[0]
         x1 = self.data.noise(n, self.device)
-        upper_limit = build_upper_limit(self.cfg.upper_limit, self.kernel)
         dist = self.cfg.distance
         shared = dist.name == "time_aware_mmd" and dist.share_time  # one (t, r, s) per MMD group
         draws = n // dist.group_size if shared else n
-        t, r, s = upper_limit.draw(draws, self.step, self.discretization, self.time_sampler, self.device)
+        t, r, s = self.upper_limit.draw(draws, self.step, self.discretization, self.time_sampler, self.device)
         if shared:
             t, r = t.repeat_interleave(dist.group_size), r.repeat_interleave(dist.group_size)
             s = None if s is None else s.repeat_interleave(dist.group_size)
