@@ -1,0 +1,242 @@
+"""Each trainer formula against values derived by hand from the papers (VCT = /work/shared/papers/000_*)."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from ablate.train import config as C
+from ablate.train.couplings.base import transport_cost
+from ablate.train.couplings.ot import ot_permutation
+from ablate.train.discretization import ECTDiscretization, ICTDiscretization, ict_num_points, karras_grid
+from ablate.train.distances import distance
+from ablate.train.kernels import KERNELS, build_kernel
+from ablate.train.optim import Lion, inv_sqrt_factor, lr_factor
+from ablate.train.time_sampling import LognormalSampler
+from ablate.train.weighting import weight
+
+torch.set_num_threads(1)
+f64 = dict(dtype=torch.float64)
+
+
+def kernel(name: str, **kw):
+    return build_kernel(C.KernelConfig(name=name, **kw))
+
+
+# -------------------------------------------------------------------------------------------- kernels
+@pytest.mark.parametrize("name", KERNELS.names())
+def test_boundary_condition_at_sigma_min(name):
+    """f(x, t_min) = x: c_skip(t_min) = 1 and c_out(t_min) = 0 for every registered kernel."""
+    k = kernel(name)
+    t_min = torch.tensor([k.t_min], **f64)
+    assert k.c_skip(t_min).item() == pytest.approx(1.0, abs=1e-12)
+    assert k.c_out(t_min).item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("sigma", [0.002, 0.05, 1.0, 20.0, 79.0, 80.0])
+def test_li_scalings_match_vct_eqs_12_to_14(sigma):
+    s_min, s_max, sd = 0.002, 80.0, 0.5
+    k = kernel("li", sigma_min=s_min, sigma_max=s_max, sigma_data=sd)
+    c_in = 1.0 / math.sqrt(sd ** 2 * (1 - sigma / s_max) ** 2 + sigma ** 2)  # eq. 12
+    shifted = 1 - (sigma - s_min) / (s_max - s_min)
+    c_skip = sd ** 2 * shifted / ((sigma - s_min) ** 2 + sd ** 2 * shifted ** 2)  # eq. 13
+    c_out = (sigma - s_min) * sd * c_in  # eq. 14
+    t = torch.tensor([sigma], **f64)
+    assert k.c_in(t).item() == pytest.approx(c_in, rel=1e-12)
+    assert k.c_skip(t).item() == pytest.approx(c_skip, rel=1e-12, abs=1e-15)
+    assert k.c_out(t).item() == pytest.approx(c_out, rel=1e-12, abs=1e-15)
+
+
+def test_li_scalings_at_sigma_max_by_hand():
+    """At sigma_max the LI point is pure noise: c_skip = 0, c_in = 1/sigma_max, c_out = (80 - 0.002) 0.5 / 80."""
+    k = kernel("li", sigma_min=0.002, sigma_max=80.0, sigma_data=0.5)
+    t = torch.tensor([80.0], **f64)
+    assert k.c_skip(t).item() == 0.0
+    assert k.c_in(t).item() == pytest.approx(1 / 80)
+    assert k.c_out(t).item() == pytest.approx(0.4999875)
+
+
+def test_ve_scalings_by_hand():
+    """CM boundary form at sigma = 0.502, sd = 0.5, t_min = 0.002: c_skip = 0.25/0.5, c_out = 0.5*0.5/sqrt(0.25+0.252004)."""
+    k = kernel("ve", sigma_min=0.002, sigma_max=80.0, sigma_data=0.5)
+    t = torch.tensor([0.502], **f64)
+    assert k.c_skip(t).item() == pytest.approx(0.5)
+    assert k.c_out(t).item() == pytest.approx(0.25 / math.sqrt(0.25 + 0.502 ** 2))
+    assert k.c_in(t).item() == pytest.approx(1 / math.sqrt(0.25 + 0.502 ** 2))
+
+
+@pytest.mark.parametrize("name, a, b", [
+    ("ve", lambda t, k: 1.0, lambda t, k: t),
+    ("li", lambda t, k: 1 - t / k.t_max, lambda t, k: t),
+    ("fm", lambda t, k: 1 - t, lambda t, k: t),
+    ("bridge", lambda t, k: 1 - t / k.t_max, lambda t, k: t / k.t_max),
+])
+def test_kernels_interpolate_with_documented_coefficients(name, a, b):
+    k = kernel(name, sigma_max=0.5) if name in ("fm", "bridge") else kernel(name, sigma_max=10.0)
+    gen = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(4, 3, 2, 2, generator=gen, **f64), torch.randn(4, 3, 2, 2, generator=gen, **f64)
+    times = [k.t_min, 0.1, 0.3, k.t_max]
+    x_t = k.interpolate(x0, x1, torch.tensor(times, **f64))
+    for i, t in enumerate(times):
+        torch.testing.assert_close(x_t[i], a(t, k) * x0[i] + b(t, k) * x1[i])
+
+
+def test_li_reaches_sigma_max_times_noise():
+    """VCT eq. 11: x_{sigma_max} = sigma_max x1 (same scale as VE)."""
+    k = kernel("li", sigma_min=0.002, sigma_max=5.0)
+    x0, x1 = torch.randn(3, 2, **f64), torch.randn(3, 2, **f64)
+    torch.testing.assert_close(k.interpolate(x0, x1, torch.full((3,), 5.0, **f64)), 5.0 * x1)
+
+
+# ------------------------------------------------------------------------------------ discretization
+def test_karras_grid_endpoints_and_order():
+    grid = karras_grid(11, 0.002, 80.0, 7.0)
+    assert grid[0].item() == pytest.approx(0.002, rel=1e-12)
+    assert grid[-1].item() == pytest.approx(80.0, rel=1e-12)
+    assert torch.all(grid[1:] > grid[:-1])
+    middle = (0.002 ** (1 / 7) + 0.5 * (80 ** (1 / 7) - 0.002 ** (1 / 7))) ** 7  # VCT eq. 57, i = 6 of 11
+    assert grid[5].item() == pytest.approx(middle, rel=1e-12)
+
+
+@pytest.mark.parametrize("step, expected", [(0, 11), (99, 11), (100, 21), (250, 41), (699, 641),
+                                            (700, 1281), (799, 1281)])
+def test_ict_curriculum_n_of_k(step, expected):
+    """iCT: N(k) = min(s0 2^floor(k/K'), s1) + 1, K' = floor(K / (log2 floor(s1/s0) + 1)).
+    s0 = 10, s1 = 1280, K = 800: log2(128) + 1 = 8, so K' = 100 and N doubles every 100 steps."""
+    assert ict_num_points(step, 800, 10, 1280) == expected
+
+
+def test_ict_curriculum_with_s0_equal_s1_is_constant():
+    assert {ict_num_points(k, 3000, 30, 30) for k in (0, 1500, 2999)} == {31}
+
+
+def _ect(iterations: int = 800, **kw) -> ECTDiscretization:
+    cfg = C.ECTDiscretization(**kw)  # q = 2, k = 8, b = 1, stages = 8: d = 100
+    return ECTDiscretization(cfg, kernel("ve"), iterations)
+
+
+@pytest.mark.parametrize("t, step, expected", [
+    (1.0, 250, 1.0 - (1 + 8 / (1 + math.e)) / 8),  # stage ceil(250/100) = 3: q^3 = 8
+    (10.0, 100, 10.0 * (1 - (1 + 8 / (1 + math.exp(10))) / 2)),  # stage 1
+    (2.0, 800, 2.0 * (1 - (1 + 8 / (1 + math.exp(2))) / 256)),  # last stage 8
+    (1.0, 100, 0.002),  # 1 - 3.15/2 < 0: clamped to t_min
+])
+def test_ect_r_matches_vct_eq_62(t, step, expected):
+    disc = _ect()
+    r = disc.r_of(torch.tensor([t], **f64), step)
+    assert r.item() == pytest.approx(expected, rel=1e-12)
+    assert disc.stage(250) == 3
+
+
+def test_discrete_lognormal_is_the_lognormal_mass_between_grid_points():
+    """VCT eq. 59: p(sigma_i) proportional to erf-differences = the lognormal's mass on [sigma_i, sigma_{i+1})."""
+    grid = karras_grid(21, 0.002, 80.0, 7.0)
+    sampler = LognormalSampler(C.LognormalSampling(p_mean=-1.1, p_std=2.0))
+    probs = sampler.interval_probs(grid)
+    assert probs.sum().item() == pytest.approx(1.0, abs=1e-12)
+    cdf = stats.lognorm(s=2.0, scale=math.exp(-1.1)).cdf(grid.numpy())
+    mass = cdf[1:] - cdf[:-1]
+    torch.testing.assert_close(probs, torch.from_numpy(mass / mass.sum()), rtol=1e-9, atol=1e-12)
+    erf = [math.erf((math.log(s) + 1.1) / (math.sqrt(2) * 2.0)) for s in grid.tolist()]
+    eq59 = torch.tensor([hi - lo for lo, hi in zip(erf[:-1], erf[1:])], **f64)
+    torch.testing.assert_close(probs, eq59 / eq59.sum(), rtol=1e-9, atol=1e-12)
+
+
+def test_ict_pairs_are_adjacent_grid_points_drawn_with_eq_59():
+    cfg = C.ICTDiscretization(s0=10, s1=10)
+    disc = ICTDiscretization(cfg, kernel("ve"), 100)
+    sampler = LognormalSampler(C.LognormalSampling())
+    torch.manual_seed(0)
+    n = 100_000
+    t, r = disc.sample_pair(n, 0, sampler, torch.device("cpu"))
+    grid = disc.grid(0).float()
+    index = torch.searchsorted(grid, r)
+    torch.testing.assert_close(grid[index], r)
+    torch.testing.assert_close(grid[index + 1], t)
+    freq = torch.bincount(index, minlength=10).double() / n
+    probs = sampler.interval_probs(disc.grid(0))
+    assert torch.all((freq - probs).abs() <= 5 * torch.sqrt(probs * (1 - probs) / n) + 1e-4)
+
+
+# ------------------------------------------------------------------------------ weighting, distance
+def test_edm_weighting_by_hand():
+    """lambda(t) = 1/t^2 + 1/sigma_data^2 (VCT Sec. 6.2): sd = 0.5 gives 8 at t = 0.5, 4.25 at t = 2."""
+    cfg, k = C.EDMWeighting(), kernel("ve", sigma_data=0.5)
+    t = torch.tensor([0.5, 2.0], **f64)
+    torch.testing.assert_close(weight(cfg, t, t / 2, k), torch.tensor([8.0, 4.25], **f64))
+
+
+def test_inverse_dt_weighting_by_hand():
+    t, r = torch.tensor([1.0, 0.3], **f64), torch.tensor([0.75, 0.2], **f64)
+    torch.testing.assert_close(weight(C.InvDtWeighting(), t, r, kernel("ve")), torch.tensor([4.0, 10.0], **f64))
+
+
+def test_pseudo_huber_limits():
+    """sqrt(||x-y||^2 + c^2) - c (VCT eq. 61): 0 at x = y, ~||x-y||^2/(2c) for ||x-y|| << c,
+    ~||x-y|| - c for ||x-y|| >> c."""
+    cfg = C.PseudoHuberDistance(c=1.0)
+    x = torch.zeros(3, 4, **f64)
+    direction = torch.tensor([0.0, 0.6, 0.0, 0.8], **f64)  # unit norm
+    y = torch.stack([0 * direction, 1e-4 * direction, 1e4 * direction])
+    d = distance(cfg, x, y)
+    assert d[0].item() == 0.0
+    assert d[1].item() == pytest.approx(1e-8 / 2, rel=1e-6)
+    assert d[2].item() == pytest.approx(1e4 - 1, rel=1e-8)
+
+
+def test_pseudo_huber_default_c_is_icts():
+    """c = 0.00054 sqrt(d): for d = 3072 (CIFAR) and a tiny difference, d(x, y) ~ ||x - y||^2 / (2c)."""
+    c = 0.00054 * math.sqrt(3072)
+    x = torch.zeros(1, 3, 32, 32, **f64)
+    y = x.clone()
+    y[0, 0, 0, 0] = 1e-5
+    assert distance(C.PseudoHuberDistance(), x, y).item() == pytest.approx(1e-10 / (2 * c), rel=1e-4)
+    assert C.default_pseudo_huber_c(3072) == pytest.approx(c)
+
+
+# ----------------------------------------------------------------------------------------- coupling
+@pytest.mark.parametrize("seed", range(5))
+def test_ot_pairing_cost_never_above_identity_and_optimal(seed):
+    gen = torch.Generator().manual_seed(seed)
+    x0, x1 = torch.randn(6, 2, generator=gen), torch.randn(6, 2, generator=gen)
+    perm = ot_permutation(x0, x1)
+    assert sorted(perm.tolist()) == list(range(6))
+    paired = transport_cost(x0, x1[perm]).item()
+    assert paired <= transport_cost(x0, x1).item() + 1e-6
+    brute = min(transport_cost(x0, x1[list(p)]).item() for p in itertools.permutations(range(6)))
+    assert paired == pytest.approx(brute, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------- optimiser
+@pytest.mark.parametrize("step, factor", [(0, 1.0), (1000, 1.0), (2000, 1.0), (8000, 0.5), (18000, 1 / 3)])
+def test_inverse_sqrt_lr_matches_vct_eq_63(step, factor):
+    """alpha(i) = alpha_ref / sqrt(max(i / i_ref, 1)), i_ref = 2000."""
+    assert inv_sqrt_factor(step, 2000) == pytest.approx(factor)
+    assert lr_factor("inv_sqrt", step, 2000) == pytest.approx(factor)
+    assert lr_factor("constant", step, 2000) == 1.0
+
+
+def test_lion_two_steps_by_hand():
+    """Lion: c = b1 m + (1-b1) g; p -= lr sign(c); m = b2 m + (1-b2) g, with lr 0.1, betas (0.9, 0.99).
+    Step 1, g = (0.5, -0.1): sign = (1, -1), p = (0.9, -1.9), m = (0.005, -0.001).
+    Step 2, g = (-1, 0.05): c = (-0.0955, 0.0041), p = (1.0, -2.0), m = (-0.00505, -0.00049)."""
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0], **f64))
+    opt = Lion([p], lr=0.1, betas=(0.9, 0.99))
+    for grad, expected_p, expected_m in [((0.5, -0.1), (0.9, -1.9), (0.005, -0.001)),
+                                         ((-1.0, 0.05), (1.0, -2.0), (-0.00505, -0.00049))]:
+        p.grad = torch.tensor(grad, **f64)
+        opt.step()
+        torch.testing.assert_close(p.data, torch.tensor(expected_p, **f64))
+        torch.testing.assert_close(opt.state[p]["exp_avg"], torch.tensor(expected_m, **f64))
+
+
+def test_lion_weight_decay_by_hand():
+    """p -= lr (sign(c) + wd p): 1 - 0.1 (1 + 0.5 * 1) = 0.85."""
+    p = torch.nn.Parameter(torch.tensor([1.0], **f64))
+    opt = Lion([p], lr=0.1, weight_decay=0.5)
+    p.grad = torch.tensor([0.5], **f64)
+    opt.step()
+    assert p.item() == pytest.approx(0.85)

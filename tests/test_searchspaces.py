@@ -1,0 +1,117 @@
+"""The searchspaces/ library: every file validates with its default and its ``cpu`` profile, the
+default is paper-scale (GPU, Inception FID) and the ``cpu`` profile is small and offline, and each
+file's design has the shape of the paper table it reproduces."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ablate.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = sorted((ROOT / "searchspaces").glob("*.yaml"))
+PAPER_FILES = ("vct_beta", "coupling", "gc_mu", "discretization", "weighting_sampling",
+               "guide_ladder", "beta_hpo")
+
+
+def test_the_library_is_complete():
+    assert {p.stem for p in SPACES} >= {"quickstart", *PAPER_FILES}
+
+
+@pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
+@pytest.mark.parametrize("profile", [None, "cpu"])
+def test_every_file_validates(path, profile):
+    spec = load_spec(path, profile)
+    assert spec.name == path.stem
+    assert spec.description
+
+
+@pytest.mark.parametrize("name", PAPER_FILES)
+def test_default_is_paper_scale_and_cpu_profile_is_small_and_offline(name):
+    path = ROOT / "searchspaces" / f"{name}.yaml"
+    paper, cpu = load_spec(path), load_spec(path, "cpu")
+    assert paper.tune.resources.gpu == 1 and paper.tune.resources.cpu == 8
+    assert cpu.tune.resources.gpu == 0 and cpu.tune.resources.cpu == 1
+    for spec, extractor in ((paper, "inception-v3-compat"), (cpu, "ablate-cnn")):
+        cfg = spec.config_for({}, next(iter(spec.variants), None), spec.seeds[0])
+        assert cfg.eval.extractor == extractor
+        assert spec.tune.metric == "fid_1step" and 2 in cfg.eval.steps
+    paper_cfg = paper.config_for({}, next(iter(paper.variants), None), paper.seeds[0])
+    cpu_cfg = cpu.config_for({}, next(iter(cpu.variants), None), cpu.seeds[0])
+    assert paper_cfg.data.name in ("fashion_mnist", "cifar10") and paper_cfg.train.iterations >= 100_000
+    assert cpu_cfg.data.name == "digits" and cpu_cfg.train.device == "cpu"
+    assert cpu_cfg.model.channels == 16 and cpu_cfg.model.channel_mult == [1, 2]
+    assert cpu_cfg.train.iterations <= 2000
+
+
+def _arms(name: str) -> list[tuple]:
+    spec = load_spec(ROOT / "searchspaces" / f"{name}.yaml")
+    return [(p.variant, tuple(sorted(p.params.items()))) for p in spec.points()]
+
+
+def test_vct_beta_is_table_1():
+    spec = load_spec(ROOT / "searchspaces" / "vct_beta.yaml")
+    assert sorted(p.params["coupling.beta"] for p in spec.points()) == [5, 15, 30, 60]
+    cfg = spec.config_for(spec.points()[0].params, None, 42)
+    assert (cfg.kernel.name, cfg.coupling.name, cfg.discretization.name) == ("ve", "vc", "ict")
+    assert (cfg.model.channels, cfg.model.num_res_blocks, cfg.train.batch_size) == (64, 4, 128)
+
+
+def test_coupling_is_table_2_shape():
+    spec = load_spec(ROOT / "searchspaces" / "coupling.yaml")
+    cells = {(p.params["kernel.name"], p.params["coupling.name"]): p.params for p in spec.points()}
+    assert set(cells) == {(k, c) for k in ("ve", "li") for c in ("independent", "ot", "vc")}
+    for (_, coupling), params in cells.items():
+        assert ("coupling.beta" in params) == (coupling == "vc")
+
+
+def test_gc_mu_is_fig_6():
+    arms = Counter((v, dict(p).get("coupling.mu")) for v, p in _arms("gc_mu"))
+    assert arms == Counter([("gc", mu) for mu in (0.0, 0.3, 0.5, 0.7, 1.0)] + [("ot", None)])
+    spec = load_spec(ROOT / "searchspaces" / "gc_mu.yaml")
+    assert spec.config_for({}, "ot", 0).coupling.name == "ot"
+
+
+def test_discretization_is_table_7b():
+    spec = load_spec(ROOT / "searchspaces" / "discretization.yaml")
+    shapes = [p.params["discretization.h"] for p in spec.points()]
+    assert len(shapes) == len(set(shapes)) == 11
+    for point in spec.points():  # a fixed integral: every shape is normalised
+        cfg = spec.config_for(point.params, None, 0)
+        assert cfg.discretization.normalize and cfg.discretization.h == point.params[
+            "discretization.h"]
+
+
+def test_weighting_sampling_is_tables_7e_and_7g():
+    spec = load_spec(ROOT / "searchspaces" / "weighting_sampling.yaml")
+    densities = set()
+    for point in spec.points():
+        cfg = spec.config_for(point.params, point.variant, 0)
+        assert cfg.weighting.name == "gamma" and cfg.upper_limit.name == point.variant
+        ts = cfg.time_sampling
+        densities.add((point.variant, ts.name, getattr(ts, "a", None), getattr(ts, "b", None)))
+    rows_7g = {("uniform", None, None), ("sine", 1.0, 0.1), ("sine", 1.0, 0.01),
+               ("sine", 1.0, 0.001), ("cosh", 1.5, 0.0)}
+    assert densities == {(v, *row) for v in ("cu", "vu") for row in rows_7g}
+
+
+def test_guide_ladder_matches_the_row_configs():
+    """Each variant is the Guide row in configs/guide/ (up to the FID sample count)."""
+    from ablate.train.config import load_config
+
+    spec = load_spec(ROOT / "searchspaces" / "guide_ladder.yaml")
+    assert list(spec.variants) == list("ABCDEFGHIJKL")
+    for row in spec.variants:
+        ours = spec.config_for({}, row, 42).model_dump()
+        theirs = load_config(ROOT / "configs" / "guide" / f"{row}.yaml").model_dump()
+        ours["eval"].pop("samples"), theirs["eval"].pop("samples")
+        assert ours == theirs, row
+
+
+def test_beta_hpo_searches_beta_on_a_log_scale_with_asha():
+    spec = load_spec(ROOT / "searchspaces" / "beta_hpo.yaml")
+    assert spec.tune.searcher.name == "optuna" and spec.tune.scheduler.name == "asha"
+    assert spec.space["coupling.beta"].kind == "loguniform"
+    assert "coupling.encoder_channels" in spec.space

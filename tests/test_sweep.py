@@ -1,0 +1,186 @@
+"""End-to-end Ray Tune sweeps through ``python -m ablate.cli run`` (real local Ray, tiny settings).
+
+Each sweep runs as a subprocess with its own short ``RAY_TMPDIR``, so the test can check that every
+Ray process it started is gone afterwards. Two sweeps in all (~1-2 min each on 2 loaded cores):
+
+- a conditional space with two seeds, a profile and ``--set`` (store rows, nulls, pairing, overrides);
+- ASHA over two variants that clearly differ (early stopping recorded in status and rows).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP_TIMEOUT_S = 540
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TOY_BASE = """
+base:
+  data: {name: gmm2, n_train: 1000, n_holdout: 500}
+  model: {name: mlp, hidden: 128, depth: 2}
+  kernel: {name: li, sigma_min: 0.002, sigma_max: 0.1, sigma_data: 0.5}
+  coupling: {name: independent}
+  discretization: {name: ict, s0: 10, s1: 20}
+  weighting: {name: inv_dt}
+  train: {iterations: 1000, batch_size: 128, lr: 1.0e-3, ema: [0.99], device: cpu}
+  eval: {every: 500, steps: [1], samples: 500, grid: false}
+  log: {report_every: 50}
+"""
+
+CONDITIONAL = "name: conditional\n" + TOY_BASE + """
+space:
+  coupling.name: {grid: [independent, vc]}
+  coupling.beta: {grid: [5.0], when: {coupling.name: vc}}
+seeds: [0, 1]
+tune: {metric: w2_1step, mode: min, max_concurrent: 2, resources: {cpu: 1, gpu: 0}}
+profiles:
+  small: {model.hidden: 64, train.iterations: 400}
+"""
+
+# lr 1e-7 leaves the model as it was initialised: its W2 after the first evaluation is clearly worse
+ASHA = "name: asha\n" + TOY_BASE + """
+variants:
+  learns: {train.lr: 1.0e-3}
+  frozen: {train.lr: 1.0e-7}
+seeds: [0, 1]
+tune:
+  metric: w2_1step
+  mode: min
+  scheduler: {name: asha, grace_period: 1, reduction_factor: 2}
+  max_concurrent: 1
+  resources: {cpu: 1, gpu: 0}
+"""
+
+
+def _ray_pids(marker: str) -> list[int]:
+    """Processes whose command line mentions ``marker`` (the test's own RAY_TMPDIR)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def run_cli(args: list[str], ray_tmp: str, timeout: float = SWEEP_TIMEOUT_S
+            ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "ablate.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def ray_tmp():
+    """A short RAY_TMPDIR (unix socket paths are limited to ~107 characters); afterwards no process
+    started under it may be left running."""
+    path = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    yield path
+    deadline = time.monotonic() + 60
+    while _ray_pids(path) and time.monotonic() < deadline:
+        time.sleep(1)
+    left = _ray_pids(path)
+    for pid in left:  # ours: their command lines name our private RAY_TMPDIR
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(path, ignore_errors=True)
+    assert not left, f"Ray processes still running after the sweep: {left}"
+
+
+def sweep(tmp_path: Path, ray_tmp: str, text: str, *extra: str) -> Path:
+    """Run the search-space ``text`` to completion; return its sweep directory."""
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(textwrap.dedent(text))
+    out = tmp_path / "runs"
+    proc = run_cli(["run", str(spec), "--out", str(out), "--num-cpus", "2", "--quiet", *extra],
+                   ray_tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (sweep_dir,) = list(out.iterdir())
+    return sweep_dir
+
+
+def test_conditional_sweep_with_seeds_profile_and_set(tmp_path, ray_tmp):
+    iterations, every, report_every = 200, 100, 50
+    sweep_dir = sweep(tmp_path, ray_tmp, CONDITIONAL, "--profile", "small",
+                      "--set", f"train.iterations={iterations}", "--set", f"eval.every={every}")
+    rows = pd.read_parquet(sweep_dir / "results.parquet")
+
+    # 2 points (independent; vc with beta 5) x 2 seeds, one row per report and no gaps
+    assert rows["trial_id"].nunique() == 4
+    assert not rows.duplicated(["trial_id", "step"]).any()
+    expected_steps = list(range(0, iterations + 1, report_every))  # step 0: the untrained model
+    for trial_id, mine in rows.groupby("trial_id"):
+        assert sorted(mine["step"]) == expected_steps, trial_id
+        evaluated = sorted(mine.loc[mine["w2_1step"].notna(), "step"])
+        assert evaluated == list(range(0, iterations + 1, every)), (trial_id, evaluated)
+        assert mine.sort_values("step")["status"].iloc[-1] == "completed", trial_id
+
+    # the conditional key is null exactly where it is inactive
+    independent = rows[rows["coupling.name"] == "independent"]
+    vc = rows[rows["coupling.name"] == "vc"]
+    assert len(independent) == len(vc) == 2 * len(expected_steps)
+    assert independent["coupling.beta"].isna().all()
+    assert (vc["coupling.beta"] == 5.0).all()
+
+    # seeds pair across arms: every arm ran every seed, and an arm's seeds share its point key
+    arms = rows.groupby("arm").agg(seeds=("seed", lambda s: sorted(set(s))),
+                                   keys=("point_key", "nunique"))
+    assert len(arms) == 2
+    assert all(seeds == [0, 1] for seeds in arms["seeds"])
+    assert (arms["keys"] == 1).all()
+    assert (rows["train.seed"] == rows["seed"]).all()
+
+    # overrides reach the trials: --set beats the profile, the profile beats the base
+    assert (rows["train.iterations"] == iterations).all()
+    assert (rows["eval.every"] == every).all()
+    assert (rows["model.hidden"] == 64).all()
+
+    status = run_cli(["status", str(sweep_dir)], ray_tmp, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("completed") == 4
+
+
+def test_asha_stops_a_trial_early_and_says_so(tmp_path, ray_tmp):
+    iterations, every = 200, 50  # 5 evaluations (steps 0-200); ASHA rungs at 1, 2, 4
+    sweep_dir = sweep(tmp_path, ray_tmp, ASHA, "--set", f"train.iterations={iterations}",
+                      "--set", f"eval.every={every}")
+    rows = pd.read_parquet(sweep_dir / "results.parquet")
+
+    # variants x seeds, the variant's value in every row
+    assert rows["trial_id"].nunique() == 4
+    assert rows.groupby("variant")["seed"].agg(lambda s: sorted(set(s))).to_dict() == \
+        {"learns": [0, 1], "frozen": [0, 1]}
+    assert (rows.loc[rows["variant"] == "frozen", "train.lr"] == 1e-7).all()
+    assert (rows.loc[rows["variant"] == "learns", "train.lr"] == 1e-3).all()
+
+    last = rows.sort_values("step").groupby("trial_id").tail(1).set_index("trial_id")
+    stopped = last.index[last["status"] == "stopped_early"]
+    assert len(stopped) >= 1, last[["variant", "step", "status"]]
+    assert set(last["status"]) <= {"stopped_early", "completed"}
+    assert (last.loc[stopped, "step"] < iterations).all()
+    assert (last.loc[last["status"] == "completed", "step"] == iterations).all()
+    assert set(last.loc[stopped, "variant"]) == {"frozen"}  # the scheduler stopped the bad arm
+
+    status = run_cli(["status", str(sweep_dir)], ray_tmp, timeout=120)
+    assert status.returncode == 0, status.stderr
+    for trial_id in stopped:
+        line = next(line for line in status.stdout.splitlines() if line.startswith(trial_id[:28]))
+        assert "stopped_early" in line, status.stdout
