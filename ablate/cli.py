@@ -86,11 +86,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .spec import SpecError, parse_set_args
+    from .spec import SpecError, load_spec, parse_set_args
+
+    try:  # a bad file fails here, before ray is even imported
+        overrides = parse_set_args(args.set or [])
+        load_spec(args.file, args.profile, overrides)
+    except SpecError as err:
+        raise InvalidInput(str(err).replace("\n", "; ")) from None
     from .sweep import SweepError, run_sweep
 
     try:
-        overrides = parse_set_args(args.set or [])
         sweep_dir = run_sweep(args.file, args.profile, overrides, out=args.out, name=args.name,
                               address=args.address, num_cpus=args.num_cpus, quiet=_quiet(args))
     except (SpecError, SweepError) as err:
@@ -137,12 +142,31 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: URI schemes that pyarrow maps to this machine's filesystem
+_LOCAL_URI_SCHEMES = ("file", "local")
+
+
+def _default_report_dir(location: str) -> str:
+    """``<sweep dir>/report`` for a sweep on this machine (a path or a local URI such as ``file://``);
+    ``./<sweep name>-report`` for one in a remote store, since figures are written locally."""
+    import pyarrow.fs as pafs
+
+    if "://" not in location:
+        path = Path(location)
+        return str((path.parent if path.suffix == ".parquet" else path) / "report")
+    location = location.rstrip("/")
+    sweep = location.rsplit("/", 1)[0] if location.endswith(".parquet") else location
+    if location.split("://", 1)[0] in _LOCAL_URI_SCHEMES:
+        return f"{pafs.FileSystem.from_uri(sweep)[1]}/report"
+    return f"{sweep.rsplit('/', 1)[-1]}-report"
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from .figures import load_results, make_report
 
     try:
         df = load_results(args.dir)
-        out = args.output or f"{args.dir.rstrip('/')}/report"
+        out = args.output or _default_report_dir(args.dir)
         name = str(df["sweep"].dropna().iloc[0]) if "sweep" in df and df["sweep"].notna().any() \
             else Path(args.dir).name
         report = make_report(df, out, name, baseline=args.baseline)
@@ -203,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     figures = sub.add_parser("figures", help="figures, tables and report.md of a sweep")
     figures.add_argument("dir", help="sweep directory or results .parquet")
-    figures.add_argument("-o", "--output", help="output directory (default: DIR/report)")
+    figures.add_argument("-o", "--output", help="output directory (default: DIR/report, or "
+                                                "./NAME-report when DIR is in a remote store)")
     figures.add_argument("--baseline", help="arm to compare the others against (paired differences)")
     figures.set_defaults(func=cmd_figures)
     return parser

@@ -91,7 +91,8 @@ def is_local(uri: str) -> bool:
 
 
 def local_path(uri: str) -> str:
-    return uri[len("file://"):] if uri.startswith("file://") else os.path.abspath(uri)
+    """The local path of a plain path or ``file://`` URI (percent-escapes such as ``%20`` decoded)."""
+    return pafs.FileSystem.from_uri(uri)[1] if uri.startswith("file://") else os.path.abspath(uri)
 
 
 # ------------------------------------------------------------------------------------- points
@@ -136,13 +137,19 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str) -> None
     trial_id = point.trial_name if "point" in config else f"{context.get_trial_name()}"
     resources = context.get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
-    device = torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+    gpu_ids = ray.get_gpu_ids()  # Ray sets CUDA_VISIBLE_DEVICES to these, so "cuda" is the assigned one
+    device = torch.device("cuda" if gpu_ids and torch.cuda.is_available() else "cpu")
+    if gpu_ids and device.type == "cpu":
+        log.warning("trial %s: Ray assigned GPU %s but CUDA is not available; training on CPU",
+                    trial_id, gpu_ids)
     cfg = spec.config_for(point.params, point.variant, point.seed)
     if cfg.train.device == "auto":
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": device.type})})
     samples = (_join(local_path(sweep_dir), "samples", trial_id) if is_local(sweep_dir)
                else os.path.join(context.get_trial_dir(), "samples"))
-    setup = prepare_trial(cfg, samples, point_columns(point, spec), device)
+    placement = {"node_id": ray.get_runtime_context().get_node_id(),
+                 "ray_gpu_ids": ",".join(str(gpu) for gpu in gpu_ids)}
+    setup = prepare_trial(cfg, samples, {**point_columns(point, spec), **placement}, device)
 
     checkpoint = tune.get_checkpoint()
     resume_dir = checkpoint.to_directory() if checkpoint is not None else None
@@ -157,8 +164,8 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str) -> None
         final = row["status"] != "running"
         if metric in row:
             state["last"] = row[metric]
-        elif not final:
-            return
+        if not final and (metric not in row or row["step"] == 0):
+            return  # the untrained model (step 0) is in the store, but no rung of a scheduler
         values = {**_ray_metrics(row), metric: state["last"]}
         state["reports"] += 1
         if row["status"] == "diverged" or not (final or state["reports"] % every == 0):
@@ -238,9 +245,11 @@ def _scheduler(spec: SweepSpec):
 
 
 def _evaluations_per_trial(spec: SweepSpec) -> int:
+    """Ray results of a full trial: one per evaluation after step 0 (every ``eval.every`` steps and at
+    the end). ASHA's max_t: a smaller one would stop every trial before its last evaluation."""
     cfg = spec.config_for({}, None, spec.seeds[0]) if not spec.variants else \
         spec.config_for({}, next(iter(spec.variants)), spec.seeds[0])
-    return max(1, math.ceil(cfg.train.iterations / cfg.eval.every))
+    return math.ceil(cfg.train.iterations / cfg.eval.every)
 
 
 def _param_space(spec: SweepSpec) -> Optional[dict[str, Any]]:
@@ -440,6 +449,20 @@ def spec_changes(sweep_dir: str, record: dict[str, Any]) -> Optional[str]:
                                         "when the sweep began", "now"))
 
 
+def _check_experiment_state(tune_dir: str) -> None:
+    """Ray Tune copies its experiment state into the sweep without an atomic rename, so a driver killed
+    during that copy can leave it truncated: refuse with the file's name instead of failing in Ray."""
+    fs, path = _fs(tune_dir)
+    for info in fs.get_file_info(pafs.FileSelector(path)):
+        if info.base_name.startswith("experiment_state-") and info.base_name.endswith(".json"):
+            try:
+                with fs.open_input_stream(info.path) as src:
+                    json.loads(src.read())
+            except ValueError as err:
+                raise SweepError(f"{info.path}: Ray Tune's experiment state is unreadable ({err}); the "
+                                 "driver died while saving it: start the sweep again with `ablate run`") from None
+
+
 def resume_sweep(sweep_dir: str, restart_errored: bool = False, address: Optional[str] = None,
                  num_cpus: Optional[int] = None, quiet: bool = False,
                  notify: Callable[[str], None] = print) -> str:
@@ -452,7 +475,9 @@ def resume_sweep(sweep_dir: str, restart_errored: bool = False, address: Optiona
                          f"sweep. What changed:\n{diff}")
     tune_dir = _join(sweep_dir, TUNE_DIR)
     if not tune.Tuner.can_restore(tune_dir if not is_local(tune_dir) else local_path(tune_dir)):
-        raise SweepError(f"{sweep_dir}: Ray Tune's experiment state is missing ({tune_dir})")
+        raise SweepError(f"{sweep_dir}: Ray Tune's experiment state is missing ({tune_dir}): the driver "
+                         "stopped before Tune saved it; start the sweep again with `ablate run`")
+    _check_experiment_state(tune_dir)
     start_ray(address, num_cpus or record.get("num_cpus"))
     notify(f"resuming sweep {spec.name}: {sweep_dir}")
     tuner = tune.Tuner.restore(tune_dir if not is_local(tune_dir) else local_path(tune_dir),

@@ -58,14 +58,19 @@ def run_trial(setup: TrialSetup, store_root: str, trial_id: str, *,
 
     ``resume_from``: a checkpoint file to continue from (a new attempt in the store). Returns the
     last row. Exceptions mark the trial ``errored`` in the store (with the error's last line) and are
-    re-raised; divergence ends the run with status ``diverged`` (no exception).
+    re-raised; divergence ends the run with status ``diverged`` (no exception). A checkpoint of a
+    finished trial (a driver killed after its last report) starts no attempt and writes nothing.
     """
     trainer = setup.trainer
     if resume_from is not None:
         trainer.load(resume_from)
+        if trainer.status != "running":
+            log.info("trial %s: its checkpoint at step %d is %s already", trial_id, trainer.step, trainer.status)
+            return {**setup.columns, "step": trainer.step, "status": trainer.status}
         log.info("trial %s: resumed from step %d", trial_id, trainer.step)
     writer = TrialWriter(store_root, trial_id, filesystem=filesystem)
     writer.begin_attempt(trainer.step if resume_from is not None else None)
+    writer.set_status("running", step=trainer.step)  # a retry is running again, not still `errored`
     every = setup.cfg.log.checkpoint_every
     reports = 0
 
@@ -82,7 +87,8 @@ def run_trial(setup: TrialSetup, store_root: str, trial_id: str, *,
 
     try:
         last = trainer.run(store)
-    except BaseException as err:  # noqa: BLE001 - record, then re-raise (KeyboardInterrupt included)
+    except Exception as err:  # record, then re-raise; SystemExit (Ray stopping the trial) and
+        # KeyboardInterrupt are not errors of the trial: its outcome is decided by whoever stopped it
         message = "".join(traceback.format_exception_only(type(err), err)).strip()
         writer.set_status("errored", step=trainer.step, error=message)
         raise

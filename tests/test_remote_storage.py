@@ -1,0 +1,159 @@
+"""Sweep directories addressed by pyarrow filesystem URIs: ``ablate run --out URI`` writes the store
+and Tune's experiment there, and ``ablate status`` / ``collect`` / ``figures`` read the same URI.
+
+There is no object store here, so the URIs are the local ones pyarrow understands: ``file://`` and
+``local://``, with a percent-escaped space so that a URI handled as a plain string breaks. A
+``local://`` sweep takes the same code path as ``s3://`` (it is not a ``file://`` URI): Ray Tune gets
+the URI as its ``storage_path`` and sample grids stay in Ray's trial directories.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ablate.cli import main
+from ablate.spec import load_spec
+from ablate.sweep import SPEC_FILE, SWEEP_FILE, local_path, point_columns
+from ablate.trial import prepare_trial, run_trial
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP_TIMEOUT_S = 540
+
+TINY_SPACE = """\
+name: tiny_store
+description: two trials on a toy set, small enough for a test
+base:
+  data: {name: gmm2, n_train: 1000, n_holdout: 500}
+  model: {name: mlp, hidden: 64, depth: 2}
+  kernel: {name: li, sigma_min: 0.002, sigma_max: 0.1, sigma_data: 0.5}
+  coupling: {name: independent}
+  discretization: {name: ict, s0: 10, s1: 80}
+  weighting: {name: inv_dt}
+  train: {iterations: 100, batch_size: 128, lr: 1.0e-3, optimizer: radam, ema: [0.999], device: cpu}
+  eval: {every: 50, steps: [1], samples: 500}
+  log: {report_every: 50}
+space:
+  weighting.name: {grid: [inv_dt, edm]}
+seeds: [0]
+tune:
+  metric: w2_1step
+  mode: min
+  scheduler: fifo
+  searcher: grid
+  max_concurrent: 2
+  resources: {cpu: 1, gpu: 0}
+"""
+
+
+def uri_forms(directory: Path) -> dict[str, str]:
+    """The same local directory as a ``file://`` and a ``local://`` URI (spaces percent-escaped)."""
+    return {"file": directory.as_uri(), "local": "local://" + directory.as_uri()[len("file://"):]}
+
+
+def check_readers(sweep_uri: str, sweep_dir: Path, trial_ids: set[str], capsys) -> None:
+    """status, collect and figures through ``sweep_uri`` all read the store at ``sweep_dir``."""
+    assert main(["status", sweep_uri]) == 0
+    table = capsys.readouterr().out
+    assert all(trial in table for trial in trial_ids) and "completed" in table
+
+    (sweep_dir / "results.parquet").unlink(missing_ok=True)
+    assert main(["collect", sweep_uri]) == 0
+    assert capsys.readouterr().out.strip() == f"{sweep_uri.rstrip('/')}/results.parquet"
+    rows = pd.read_parquet(sweep_dir / "results.parquet")
+    assert set(rows["trial_id"]) == trial_ids
+    assert not rows.duplicated(["trial_id", "step"]).any()
+
+    assert main(["figures", sweep_uri]) == 0
+    report = Path(capsys.readouterr().out.strip())
+    assert report == sweep_dir / "report" / "report.md" and report.is_file()
+    assert "weighting.name" in report.read_text()
+
+
+@pytest.fixture(scope="module")
+def sweep_without_ray(tmp_path_factory) -> tuple[Path, set[str]]:
+    """A sweep directory written as a sweep writes it (record, spec copy, store rows through a
+    ``file://`` URI), with the trials run in-process instead of by Ray."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
+    space = tmp_path / "tiny_store.yaml"
+    space.write_text(TINY_SPACE)
+    overrides = {"train.iterations": 50}  # one evaluation row and the final one per trial
+    spec = load_spec(space, overrides=overrides)
+    sweep_dir = tmp_path / "remote store" / "tiny_store"
+    sweep_uri = sweep_dir.as_uri()
+    trial_ids = set()
+    for point in spec.points():
+        cfg = spec.config_for(point.params, point.variant, point.seed)
+        setup = prepare_trial(cfg, None, point_columns(point, spec))
+        run_trial(setup, sweep_uri, point.trial_name)
+        trial_ids.add(point.trial_name)
+    (sweep_dir / SPEC_FILE).write_text(TINY_SPACE)
+    (sweep_dir / SWEEP_FILE).write_text(json.dumps(
+        {"name": spec.name, "source": str(space), "profile": None, "overrides": overrides}))
+    return sweep_dir, trial_ids
+
+
+def test_local_path_decodes_file_uris():
+    assert local_path("file:///tmp/remote%20store/x") == "/tmp/remote store/x"
+    assert local_path("runs/x") == os.path.abspath("runs/x")
+
+
+def test_store_written_through_a_file_uri_lands_at_the_decoded_path(sweep_without_ray):
+    sweep_dir, trial_ids = sweep_without_ray
+    assert {p.name for p in (sweep_dir / "metrics").iterdir()} == trial_ids
+    assert not any("%20" in str(p) for p in sweep_dir.parent.parent.rglob("*"))
+
+
+@pytest.mark.parametrize("form", ["file", "local"])
+def test_status_collect_figures_read_the_sweep_uri(sweep_without_ray, form, tmp_path, monkeypatch, capsys):
+    sweep_dir, trial_ids = sweep_without_ray
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    check_readers(uri_forms(sweep_dir)[form], sweep_dir, trial_ids, capsys)
+    assert not any(cwd.iterdir())  # nothing written relative to the working directory
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_run_to_a_uri_store_then_read_it_back(tmp_path, monkeypatch, capsys):
+    """``ablate run --out local:///...``: the non-``file://`` path, as for an object store."""
+    space = tmp_path / "tiny_store.yaml"
+    space.write_text(TINY_SPACE)
+    store = tmp_path / "remote store"
+    out_uri = uri_forms(store)["local"]
+    cwd = tmp_path / "driver"
+    cwd.mkdir()
+    ray_tmp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "ablate.cli", "run", str(space), "--out", out_uri, "--num-cpus", "2",
+           "--quiet"]
+    try:
+        done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=SWEEP_TIMEOUT_S)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    sweep_dir = store / "tiny_store"
+    assert f"results: {out_uri}/tiny_store/results.parquet" in done.stdout
+
+    rows = pd.read_parquet(sweep_dir / "results.parquet")
+    trial_ids = set(rows["trial_id"])
+    assert len(trial_ids) == 2
+    assert (rows.groupby("trial_id")["status"].last() == "completed").all()
+    # Tune's experiment state and the trials' sample grids went to the URI, not to the driver's disk
+    assert list((sweep_dir / "tune").glob("experiment_state-*.json"))
+    assert len(list((sweep_dir / "tune").glob("*/samples/**/*.png"))) >= 2 * 3
+    assert not any(cwd.iterdir())
+
+    monkeypatch.chdir(cwd)
+    for uri in uri_forms(sweep_dir).values():
+        check_readers(uri, sweep_dir, trial_ids, capsys)
