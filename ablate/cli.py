@@ -29,25 +29,26 @@ def _json_safe(value: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------ train
 def cmd_train(args: argparse.Namespace) -> int:
-    from .data import DataUnavailableError
     from .spec import SpecError, parse_set_args
     from .train.config import ConfigError, load_config
     from .train.registry import UnknownChoiceError
-    from .trial import prepare_trial, run_trial
 
     out = Path(args.out)
-    try:
+    try:  # the config is checked before torch and the datasets are even imported
         overrides = parse_set_args(args.set or [])
         cfg = load_config(args.config, overrides)
         if (out / "metrics").exists() and any((out / "metrics").iterdir()) and not args.resume:
             raise InvalidInput(f"{out}: already holds a run; pass --resume to continue it or choose "
                                "another --out")
+        from .data import DataUnavailableError
+        from .trial import prepare_trial, run_trial
+
         setup = prepare_trial(cfg, samples_dir=str(out))
     except (ConfigError, SpecError, UnknownChoiceError, InvalidInput) as err:
         raise InvalidInput(str(err).replace("\n", "; ")) from None
     except ValueError as err:
         raise InvalidInput(f"{args.config}: {err}") from None
-    except DataUnavailableError as err:
+    except RuntimeError as err:  # DataUnavailableError, FIDUnavailableError: the machine, not the input
         print(f"ablate train: {err}", file=sys.stderr)
         return EXIT_RUNTIME
 
