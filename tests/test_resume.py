@@ -1,0 +1,298 @@
+"""Resuming failed sweeps without losing or duplicating rows (issue 7), with real processes.
+
+Each sweep runs ``python -m ablate.cli`` in a subprocess on a tiny toy problem. The driver-kill test
+SIGKILLs the ``ablate run`` / ``ablate resume`` driver, makes sure no Ray process of that driver is
+left (see :func:`kill_driver`), and resumes. After every sweep the collected results must hold exactly
+one row per (trial_id, step) for every report step of every trial, no row of a discarded attempt past
+the checkpoint its successor resumed from, and one ``attempt`` per time the trial ran.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+import pytest
+
+from ablate.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 600
+
+SPEC = """\
+name: tiny
+description: resume tests (toy 2-D data, small MLP)
+base:
+  data: {{name: gmm2, n_train: 2000, n_holdout: 500}}
+  model: {{name: mlp, hidden: 64, depth: 2}}
+  kernel: {{name: li, sigma_min: 0.002, sigma_max: 0.1, sigma_data: 0.5}}
+  coupling: {{name: independent}}
+  discretization: {{name: ict, s0: 10, s1: 80}}
+  weighting: {{name: inv_dt}}
+  train: {{iterations: {iterations}, batch_size: 128, lr: 1.0e-3, optimizer: radam, ema: [0.999],
+          device: cpu}}
+  eval: {{every: {eval_every}, steps: [1], samples: 500}}
+  log: {{report_every: {report_every}}}
+space:
+{space}
+seeds: [0]
+tune:
+  metric: w2_1step
+  mode: min
+  scheduler: fifo
+  searcher: grid
+  max_concurrent: 2
+  max_failures: 1
+  resources: {{cpu: 1, gpu: 0}}
+"""
+ITERATIONS, REPORT_EVERY, EVAL_EVERY = 300, 20, 60
+
+
+def write_spec(directory: Path, space: str) -> Path:
+    path = directory / "tiny.yaml"
+    path.write_text(SPEC.format(iterations=ITERATIONS, eval_every=EVAL_EVERY, report_every=REPORT_EVERY,
+                                space=space))
+    return path
+
+
+def report_steps(last: int = ITERATIONS) -> list[int]:
+    """Every step at which the trainer reports, up to ``last``: 0, each report/eval step, the end."""
+    steps = {0, ITERATIONS} | set(range(0, ITERATIONS + 1, REPORT_EVERY)) | set(range(0, ITERATIONS + 1, EVAL_EVERY))
+    return sorted(s for s in steps if s <= last)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ABLATE_", "RAY_ADDRESS"))}
+    env.update(PYTHONPATH=str(REPO), TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0", **extra)
+    return env
+
+
+def ablate(*args: str, env: Optional[dict[str, str]] = None, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ablate.cli", *args], cwd=REPO, env=env or cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_driver(*args: str) -> subprocess.Popen:
+    """An ``ablate`` driver in its own session, so that its process group holds exactly the Ray
+    head processes it starts (gcs, raylet, agents)."""
+    return subprocess.Popen([sys.executable, "-m", "ablate.cli", *args], cwd=REPO, env=cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for(condition: Callable[[], bool], what: str, driver: subprocess.Popen, timeout: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if driver.poll() is not None:
+            pytest.fail(f"the driver exited ({driver.returncode}) before {what}: {driver.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _ray_worker_pids(driver_pid: int) -> list[int]:
+    """PIDs of the worker processes (trials) of the Ray session that ``driver_pid`` started: Ray names
+    the session directory after the starting process and each worker's log after the worker's PID."""
+    pids = set()
+    for session in glob.glob(f"/tmp/ray/session_*_{driver_pid}"):
+        for log in glob.glob(f"{session}/logs/worker-*-*.out"):
+            pids.add(int(Path(log).stem.rsplit("-", 1)[1]))
+    return [pid for pid in pids if _is_ray_worker(pid)]
+
+
+def _is_ray_worker(pid: int) -> bool:
+    try:
+        return _alive(pid) and "ray::" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+
+
+def kill_driver(driver: subprocess.Popen, grace_s: float = 30.0) -> list[int]:
+    """SIGKILL the driver; returns the trial workers that outlived it by ``grace_s`` (then killed).
+
+    Ray's head processes share the driver's fate (they die with it); trial workers notice their
+    raylet is gone and exit within seconds. Whatever is still alive after the grace period is killed
+    by PID: the driver's process group (head processes) and the session's worker PIDs."""
+    workers = _ray_worker_pids(driver.pid)
+    driver.kill()
+    driver.wait()
+    deadline = time.monotonic() + grace_s
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(driver.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return survivors
+
+
+def attempts_on_disk(sweep: Path) -> pd.DataFrame:
+    records = [{"trial_id": Path(f).parent.name, **json.loads(Path(f).read_text())}
+               for f in glob.glob(str(sweep / "metrics" / "*" / "_attempt-*.json"))]
+    return pd.DataFrame(records)
+
+
+def statuses_on_disk(sweep: Path) -> dict[str, str]:
+    out = {}
+    for f in glob.glob(str(sweep / "metrics" / "*" / "_status.json")):
+        try:
+            out[Path(f).parent.name] = json.loads(Path(f).read_text())["status"]
+        except (json.JSONDecodeError, FileNotFoundError):
+            pass
+    return out
+
+
+def collected(sweep: Path) -> pd.DataFrame:
+    result = ablate("collect", str(sweep), timeout=120)
+    assert result.returncode == 0, result.stderr
+    return pd.read_parquet(result.stdout.strip())
+
+
+def check_integrity(sweep: Path, expected_steps: dict[str, list[int]]) -> pd.DataFrame:
+    """The data-integrity rule of issue 7 on ``ablate collect``'s output; returns the rows."""
+    rows = collected(sweep)
+    assert set(rows["trial_id"]) == set(expected_steps)
+    assert not rows.duplicated(["trial_id", "step"]).any()
+    attempts = attempts_on_disk(sweep)
+    for trial_id, steps in expected_steps.items():
+        mine = rows[rows["trial_id"] == trial_id].sort_values("step")
+        assert mine["step"].tolist() == steps, f"{trial_id}: gaps or extra rows"
+        # no row of a discarded attempt past the step its successor resumed from
+        began = attempts[attempts["trial_id"] == trial_id].set_index("attempt")["resumed_from_step"]
+        assert sorted(began.index) == list(range(1, len(began) + 1))
+        for attempt, step in zip(mine["attempt"], mine["step"]):
+            later = began[began.index > attempt]
+            cutoff = later.fillna(-1).min() if len(later) else float("inf")
+            assert step <= cutoff, f"{trial_id}: row at step {step} of attempt {attempt} is stale"
+        # an attempt that resumed did so from a checkpoint, i.e. an evaluation step
+        assert all(pd.isna(s) or s % EVAL_EVERY == 0 for s in began)
+    status = ablate("status", str(sweep), timeout=120)
+    assert status.returncode == 0, status.stderr
+    return rows
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_driver_sigkill_then_resume_at_two_moments(tmp_path: Path) -> None:
+    space = "  weighting.name: {grid: [inv_dt, edm, uniform]}"
+    spec_path = write_spec(tmp_path, space)
+    trials = [p.trial_name for p in load_spec(str(spec_path)).points()]
+    sweep = tmp_path / "runs" / "tiny"
+
+    # moment 1: the first two trials are training (rows past step 0), the third is pending
+    driver = start_driver("run", str(spec_path), "--out", str(tmp_path / "runs"), "--num-cpus", "2", "--quiet")
+    wait_for(lambda: len(glob.glob(str(sweep / "metrics" / "*" / "a001-00000002.parquet"))) >= 1,
+             "the first trials to report", driver)
+    kill_driver(driver)
+    assert set(statuses_on_disk(sweep).values()) <= {"running"}  # nobody finished (or marked it)
+
+    # moment 2: during the resumed sweep, once a trial has completed and another has not
+    driver = start_driver("resume", str(sweep), "--quiet")
+    wait_for(lambda: 0 < list(statuses_on_disk(sweep).values()).count("completed") < len(trials),
+             "one trial to complete in the resumed sweep", driver)
+    kill_driver(driver)
+
+    done = ablate("resume", str(sweep), "--quiet", env=cli_env(CI="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = check_integrity(sweep, {t: report_steps() for t in trials})
+    finals = rows.sort_values("step").groupby("trial_id")["status"].last()
+    assert (finals == "completed").all()
+    attempts = attempts_on_disk(sweep).groupby("trial_id")["attempt"].max()
+    assert attempts.max() >= 2  # something was actually interrupted and ran again
+    assert (rows.groupby("trial_id")["attempt"].max() == attempts[rows.groupby("trial_id").size().index]).all()
+
+    # a changed search-space file is refused, showing what changed; nothing starts
+    spec_path.write_text(spec_path.read_text().replace("max_concurrent: 2", "max_concurrent: 3"))
+    refused = ablate("resume", str(sweep), timeout=120)
+    assert refused.returncode == 2
+    assert "changed since the sweep began" in refused.stderr and "+  max_concurrent: 3" in refused.stderr
+
+    # Tune's state cut short by a driver killed while copying it: refused with the file's name
+    spec_path.write_text(spec_path.read_text().replace("max_concurrent: 3", "max_concurrent: 2"))
+    state = next((sweep / "tune").glob("experiment_state-*.json"))
+    state.write_bytes(state.read_bytes()[:100])
+    refused = ablate("resume", str(sweep), timeout=120)
+    assert refused.returncode == 2 and "unreadable" in refused.stderr and state.name in refused.stderr
+
+
+def test_resume_refuses_a_directory_that_is_not_a_sweep(tmp_path: Path) -> None:
+    refused = ablate("resume", str(tmp_path), timeout=120)
+    assert refused.returncode == 2
+    assert "not a sweep directory" in refused.stderr and str(tmp_path) in refused.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_injected_fault_is_retried_from_checkpoint_and_divergence_ends_one_trial(tmp_path: Path) -> None:
+    spec_path = write_spec(tmp_path, "  train.lr: {grid: [1.0e-3, 1.0e+6]}")
+    points = load_spec(str(spec_path)).points()
+    healthy = next(p.trial_name for p in points if p.params["train.lr"] == 1.0e-3)
+    diverging = next(p.trial_name for p in points if p.params["train.lr"] == 1.0e+6)
+    fault_step = 100  # between the checkpoints at evaluation steps 60 and 120
+
+    result = ablate("run", str(spec_path), "--out", str(tmp_path / "runs"), "--num-cpus", "2", "--quiet",
+                    env=cli_env(ABLATE_FAULT_STEP=str(fault_step), ABLATE_FAULT_TRIALS=healthy))
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = tmp_path / "runs" / "tiny"
+
+    rows = collected(sweep)
+    diverged_rows = rows[rows["trial_id"] == diverging].sort_values("step")
+    diverged_at = int(diverged_rows["step"].iloc[-1])
+    assert diverged_rows["status"].iloc[-1] == "diverged" and diverged_at < ITERATIONS
+    rows = check_integrity(sweep, {healthy: report_steps(), diverging: report_steps(diverged_at)})
+
+    attempts = attempts_on_disk(sweep).set_index(["trial_id", "attempt"])["resumed_from_step"].sort_index()
+    assert attempts[healthy].index.tolist() == [1, 2]  # retried once, from the checkpoint at step 60
+    assert pd.isna(attempts[(healthy, 1)]) and attempts[(healthy, 2)] == 60
+    assert attempts[diverging].index.tolist() == [1]  # divergence is not retried
+    mine = rows[rows["trial_id"] == healthy]
+    assert mine.loc[mine["step"] <= 60, "attempt"].eq(1).all() and mine.loc[mine["step"] > 60, "attempt"].eq(2).all()
+    assert mine.sort_values("step")["status"].iloc[-1] == "completed"
+
+    status = {line.split()[0]: line for line in ablate("status", str(sweep), timeout=120).stdout.splitlines()
+              if line.strip()}
+    assert " diverged " in status[diverging] and " completed " in status[healthy]
+
+
+def test_resuming_from_the_checkpoint_of_a_finished_trial_writes_nothing(tmp_path: Path) -> None:
+    """A driver killed after a trial's last report (checkpoint at the final step) but before Tune
+    recorded the trial as finished: the trial restarts from that checkpoint, which must neither add
+    an attempt nor overwrite the ``completed`` status."""
+    from ablate.results import trial_status
+    from ablate.trial import prepare_trial, run_trial
+
+    spec = load_spec(str(write_spec(tmp_path, "  weighting.name: {grid: [inv_dt]}")),
+                     overrides={"train.iterations": 40, "eval.every": 20})
+    checkpoint = str(tmp_path / "trainer.pt")
+
+    def save(row, trainer, due: bool) -> None:
+        if due:
+            trainer.save(checkpoint)
+
+    cfg = spec.config_for({}, None, 0)
+    first = run_trial(prepare_trial(cfg, None), str(tmp_path), "t", on_report=save)
+    again = run_trial(prepare_trial(cfg, None), str(tmp_path), "t", resume_from=checkpoint, on_report=save)
+    assert first["status"] == again["status"] == "completed" and again["step"] == 40
+    status = trial_status(str(tmp_path)).set_index("trial_id").loc["t"]
+    assert status["status"] == "completed" and status["attempts"] == 1 and status["n_rows"] == 3
