@@ -268,6 +268,9 @@ def _trainable(spec: SweepSpec, sweep_dir: str):
 
 # ---------------------------------------------------------------------------------------- ray
 def start_ray(address: Optional[str], num_cpus: Optional[int]) -> None:
+    # Tune's own console output repeats what the progress table shows; keep the terminal readable
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     env = {k: v for k, v in os.environ.items() if k.startswith("ABLATE_")}
     runtime_env = {"env_vars": env} if env else None
     if ray.is_initialized():
@@ -411,7 +414,8 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
         tune_config=tune.TuneConfig(metric=spec.tune.metric, mode=spec.tune.mode,
                                     scheduler=_scheduler(spec), search_alg=_searcher(spec),
                                     num_samples=_num_samples(spec),
-                                    max_concurrent_trials=spec.tune.max_concurrent),
+                                    max_concurrent_trials=spec.tune.max_concurrent,
+                                    reuse_actors=True),  # no new process (torch import) per trial
         run_config=_run_config(spec, sweep_dir, quiet))
     tuner.fit()
     results.collect(sweep_dir)

@@ -1,9 +1,9 @@
 """Platform overhead: the same trials through `ablate run` and through a plain Python loop.
 
 Prints, measured side by side in one run:
-1. overhead ratio: wall time of N trials run one at a time by `ablate run --num-cpus 1` (Ray Tune,
-   store, checkpoints, status) / the same trials run by a plain loop calling the trainer
-   (target <= 1.15 for trials of 30 s or more on 1 CPU each);
+1. overhead ratio: wall time of 4 trials run one at a time by `ablate run --num-cpus 1` (Ray Tune,
+   store, checkpoints, status) / the same trials run by a plain Python loop calling the trainer, each
+   as a fresh process (target <= 1.15 for trials of 30 s or more on 1 CPU each);
 2. parallel speed-up: the plain loop's time / `ablate run --num-cpus 2` (2 trials at once, 1 CPU each;
    target >= 1.7x on 2 cores);
 3. ASHA vs the full grid on a toy beta sweep (VC coupling, beta grid): trial-steps spent and whether the
@@ -47,7 +47,8 @@ def overhead_spec(iterations: int) -> dict:
             "eval": {"every": max(iterations // 4, 1), "samples": 1000, "mid_times": [0.07], "grid": False},
             "log": {"report_every": 100},
         },
-        "space": {"coupling.name": {"grid": ["independent", "ot"]}},
+        "space": {"coupling.name": {"grid": ["independent", "ot"]},
+                  "weighting.name": {"grid": ["inv_dt", "edm"]}},
         "seeds": [0],
         "tune": {"metric": "w2_1step", "mode": "min", "resources": {"cpu": 1, "gpu": 0}},
     }
@@ -89,14 +90,20 @@ def ablate_run(path: str, out: str, num_cpus: int) -> float:
     return time.perf_counter() - start
 
 
-def plain_loop(path: str) -> float:
+def plain_loop(path: str) -> None:
     """The same points trained one after another by the bare trainer (data, evaluator, Trainer.run;
     no store, no checkpoints, no Ray), 1 thread as a trial gets."""
     spec = load_spec(path)
     torch.set_num_threads(1)
-    start = time.perf_counter()
     for point in spec.points():
         prepare_trial(spec.config_for(point.params, point.variant, point.seed), None).trainer.run()
+
+
+def timed_plain_loop(path: str) -> float:
+    """``plain_loop`` as a fresh process, so both sides pay interpreter start and imports."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--plain-loop", path], check=True, cwd=ROOT,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
     return time.perf_counter() - start
 
 
@@ -114,19 +121,22 @@ def best_arm(rows: pd.DataFrame, metric: str = "w2_1step") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny trials: checks the script runs")
-    parser.add_argument("--iterations", type=int, default=2500, help="steps per overhead trial")
+    parser.add_argument("--iterations", type=int, default=2000, help="steps per overhead trial")
     parser.add_argument("--beta-iterations", type=int, default=1600, help="steps per beta trial")
+    parser.add_argument("--plain-loop", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.plain_loop:
+        return plain_loop(args.plain_loop)
     iters, beta_iters = (100, 80) if args.quick else (args.iterations, args.beta_iterations)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_spec(overhead_spec(iters), tmp)
-        loop_s = plain_loop(path)
+        loop_s = timed_plain_loop(path)
         serial_s = ablate_run(path, os.path.join(tmp, "serial"), num_cpus=1)
-        loop2_s = plain_loop(path)
+        loop2_s = timed_plain_loop(path)
         parallel_s = ablate_run(path, os.path.join(tmp, "parallel"), num_cpus=2)
         loop_mean = (loop_s + loop2_s) / 2
-        print(f"2 trials x {iters} steps: plain loop {loop_s:.1f}s / {loop2_s:.1f}s, "
+        print(f"4 trials x {iters} steps: plain loop {loop_s:.1f}s / {loop2_s:.1f}s, "
               f"ablate run 1 CPU {serial_s:.1f}s, ablate run 2 CPUs {parallel_s:.1f}s")
         print(f"overhead ratio (ablate run, 1 CPU / plain loop): {serial_s / loop_mean:.3f}  (target <= 1.15)")
         print(f"parallel speed-up (plain loop / ablate run, 2 CPUs): {loop_mean / parallel_s:.2f}x  "
