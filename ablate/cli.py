@@ -116,10 +116,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _finish(sweep_dir: str) -> int:
+    """The final table; exit 1 when a trial ended ``errored`` (its retries ran out)."""
+    from .results import trial_status
     from .sweep import status_table
 
     print(status_table(sweep_dir))
     print(f"results: {sweep_dir}/results.parquet")
+    errored = int((trial_status(sweep_dir)["status"] == "errored").sum())
+    if errored:
+        print(f"ablate: {errored} trial(s) errored (see the table); `ablate resume {sweep_dir}` retries "
+              "them from their last checkpoints", file=sys.stderr)
+        return EXIT_RUNTIME
     return EXIT_OK
 
 

@@ -399,6 +399,10 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
               notify: Callable[[str], None] = print) -> str:
     """Validate ``path``, start (or connect to) Ray and run the sweep; returns the sweep directory."""
     spec = load_spec(path, profile, overrides)  # raises SpecError before anything starts
+    try:
+        _fs(out)
+    except (ValueError, OSError) as err:
+        raise SweepError(f"--out {out}: not a path or filesystem URI pyarrow can open ({err})") from None
     start_ray(address, num_cpus)
     spec = fit_resources(spec, path, notify)
     sweep_dir = new_sweep_dir(out, name or spec.name)
