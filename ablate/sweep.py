@@ -39,9 +39,10 @@ from .trial import prepare_trial, run_trial
 log = logging.getLogger(__name__)
 
 SWEEP_FILE, SPEC_FILE, TUNE_DIR = "sweep.json", "spec.yaml", "tune"
-#: test-only fault injection: raise once (first attempt) at this report step, in trials whose name
-#: contains ABLATE_FAULT_TRIALS (all trials if unset)
-FAULT_STEP_ENV, FAULT_TRIALS_ENV = "ABLATE_FAULT_STEP", "ABLATE_FAULT_TRIALS"
+#: test-only fault injection at report step ABLATE_FAULT_STEP: once (first attempt) in trials whose
+#: name contains ABLATE_FAULT_TRIALS (all trials if unset), on every attempt in trials whose name
+#: contains ABLATE_FAULT_ALWAYS (so they end errored when their retries run out)
+FAULT_STEP_ENV, FAULT_TRIALS_ENV, FAULT_ALWAYS_ENV = "ABLATE_FAULT_STEP", "ABLATE_FAULT_TRIALS", "ABLATE_FAULT_ALWAYS"
 
 
 class SweepError(RuntimeError):
@@ -119,10 +120,13 @@ def _point_of(config: dict[str, Any], spec: SweepSpec) -> Point:
 
 def _fault_due(trial_id: str, step: int, attempt_first: bool) -> bool:
     at = os.environ.get(FAULT_STEP_ENV)
-    if not at or not attempt_first or int(at) != step:
+    if not at or int(at) != step:
         return False
+    always = os.environ.get(FAULT_ALWAYS_ENV)
+    if always and always in trial_id:
+        return True
     which = os.environ.get(FAULT_TRIALS_ENV)
-    return which is None or which in trial_id
+    return attempt_first and (which is None or which in trial_id)
 
 
 def _ray_metrics(row: dict[str, Any]) -> dict[str, Any]:

@@ -245,22 +245,30 @@ def test_resume_refuses_a_directory_that_is_not_a_sweep(tmp_path: Path) -> None:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_injected_fault_is_retried_from_checkpoint_and_divergence_ends_one_trial(tmp_path: Path) -> None:
-    spec_path = write_spec(tmp_path, "  train.lr: {grid: [1.0e-3, 1.0e+6]}")
+    spec_path = write_spec(tmp_path, "  train.lr: {grid: [1.0e-3, 1.0e+6, 2.0e-3]}")
     points = load_spec(str(spec_path)).points()
     healthy = next(p.trial_name for p in points if p.params["train.lr"] == 1.0e-3)
     diverging = next(p.trial_name for p in points if p.params["train.lr"] == 1.0e+6)
+    failing = next(p.trial_name for p in points if p.params["train.lr"] == 2.0e-3)
     fault_step = 100  # between the checkpoints at evaluation steps 60 and 120
 
     result = ablate("run", str(spec_path), "--out", str(tmp_path / "runs"), "--num-cpus", "2", "--quiet",
-                    env=cli_env(ABLATE_FAULT_STEP=str(fault_step), ABLATE_FAULT_TRIALS=healthy))
-    assert result.returncode == 0, result.stderr[-3000:]
+                    env=cli_env(ABLATE_FAULT_STEP=str(fault_step), ABLATE_FAULT_TRIALS=healthy,
+                                ABLATE_FAULT_ALWAYS=failing))
+    # the always-failing trial ends errored after max_failures = 1 retry: the sweep goes on, exit 1
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "1 trial(s) errored" in result.stderr
     sweep = tmp_path / "runs" / "tiny"
+    assert statuses_on_disk(sweep)[failing] == "errored"
+    assert attempts_on_disk(sweep).groupby("trial_id").size()[failing] == 2
 
     rows = collected(sweep)
     diverged_rows = rows[rows["trial_id"] == diverging].sort_values("step")
     diverged_at = int(diverged_rows["step"].iloc[-1])
     assert diverged_rows["status"].iloc[-1] == "diverged" and diverged_at < ITERATIONS
-    rows = check_integrity(sweep, {healthy: report_steps(), diverging: report_steps(diverged_at)})
+    # the failing trial's rows stop at the fault step (stored just before the fault, in each attempt)
+    rows = check_integrity(sweep, {healthy: report_steps(), diverging: report_steps(diverged_at),
+                                   failing: report_steps(fault_step)})
 
     attempts = attempts_on_disk(sweep).set_index(["trial_id", "attempt"])["resumed_from_step"].sort_index()
     assert attempts[healthy].index.tolist() == [1, 2]  # retried once, from the checkpoint at step 60
@@ -273,6 +281,9 @@ def test_injected_fault_is_retried_from_checkpoint_and_divergence_ends_one_trial
     status = {line.split()[0]: line for line in ablate("status", str(sweep), timeout=120).stdout.splitlines()
               if line.strip()}
     assert " diverged " in status[diverging] and " completed " in status[healthy]
+    assert " errored " in status[failing]
+    assert any("error:" in line and "injected fault" in line for line in
+               ablate("status", str(sweep), timeout=120).stdout.splitlines())
 
 
 def test_resuming_from_the_checkpoint_of_a_finished_trial_writes_nothing(tmp_path: Path) -> None:
