@@ -422,8 +422,7 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
         tune_config=tune.TuneConfig(metric=spec.tune.metric, mode=spec.tune.mode,
                                     scheduler=_scheduler(spec), search_alg=_searcher(spec),
                                     num_samples=_num_samples(spec),
-                                    max_concurrent_trials=spec.tune.max_concurrent,
-                                    reuse_actors=True),  # no new process (torch import) per trial
+                                    max_concurrent_trials=spec.tune.max_concurrent),
         run_config=_run_config(spec, sweep_dir, quiet))
     tuner.fit()
     results.collect(sweep_dir)

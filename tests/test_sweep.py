@@ -177,7 +177,10 @@ def test_asha_stops_a_trial_early_and_says_so(tmp_path, ray_tmp):
     assert set(last["status"]) <= {"stopped_early", "completed"}
     assert (last.loc[stopped, "step"] < iterations).all()
     assert (last.loc[last["status"] == "completed", "step"] == iterations).all()
-    assert set(last.loc[stopped, "variant"]) == {"frozen"}  # the scheduler stopped the bad arm
+    # the scheduler stopped the bad arm (a learning trial may also be cut at the first rung: after 50
+    # steps its W2 is within noise of the frozen one's) and let a learning trial finish
+    assert "frozen" in set(last.loc[stopped, "variant"])
+    assert (last.loc[last["status"] == "completed", "variant"] == "learns").any()
 
     status = run_cli(["status", str(sweep_dir)], ray_tmp, timeout=120)
     assert status.returncode == 0, status.stderr
