@@ -115,3 +115,18 @@ def test_beta_hpo_searches_beta_on_a_log_scale_with_asha():
     assert spec.tune.searcher.name == "optuna" and spec.tune.scheduler.name == "asha"
     assert spec.space["coupling.beta"].kind == "loguniform"
     assert "coupling.encoder_channels" in spec.space
+
+
+def test_the_readme_example_validates(tmp_path):
+    """The search-space example in README.md is a valid file, with and without its cpu profile."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("    name: vct_beta")
+    block = []
+    for line in lines[start:]:
+        if line and not line.startswith("    "):
+            break
+        block.append(line[4:])
+    path = tmp_path / "readme.yaml"
+    path.write_text("\n".join(block))
+    assert len(load_spec(path).points()) == 4
+    assert load_spec(path, "cpu").tune.resources.gpu == 0
