@@ -40,7 +40,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if (out / "metrics").exists() and any((out / "metrics").iterdir()) and not args.resume:
             raise InvalidInput(f"{out}: already holds a run; pass --resume to continue it or choose "
                                "another --out")
-        from .data import DataUnavailableError
         from .trial import prepare_trial, run_trial
 
         setup = prepare_trial(cfg, samples_dir=str(out))

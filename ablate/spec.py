@@ -41,8 +41,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ablate.train.config import Config, ConfigError, apply_overrides, build_config, flatten, \
-    format_errors
+from ablate.train.config import Config, ConfigError, apply_overrides, build_config, flatten
 
 TOP_KEYS = ("name", "description", "base", "space", "variants", "seeds", "tune", "profiles")
 DISCRETE = ("grid", "choice", "int")
