@@ -91,7 +91,11 @@ class Trainer:
         self.step = 0
         self.wall_s = 0.0
         self.status = "running"
+        # parameter lists built once: checkpoints load in place, so they stay valid
         self._online_params = list(self.online.parameters())
+        self._ema_params = [list(ema.parameters()) for ema in self.emas]
+        self._target_params = None if self.target is self.online else list(self.target.parameters())
+        self._coupling_params = [p for p in self.coupling.parameters() if p.requires_grad]
         self._reset_accumulators()
 
     # ----------------------------------------------------------------------------------- set-up
@@ -194,8 +198,8 @@ class Trainer:
         loss.backward()
         if self.cfg.train.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self._online_params, self.cfg.train.grad_clip)
-        if self.coupling.grad_clip is not None and self.coupling.has_parameters():
-            torch.nn.utils.clip_grad_norm_(self.coupling.parameters(), self.coupling.grad_clip)
+        if self.coupling.grad_clip is not None and self._coupling_params:
+            torch.nn.utils.clip_grad_norm_(self._coupling_params, self.coupling.grad_clip)
         self.optimizer.step()
         self._update_emas()
         self.coupling.after_step()
@@ -207,10 +211,10 @@ class Trainer:
 
     @torch.no_grad()
     def _update_emas(self) -> None:
-        for rate, ema in zip(self.cfg.train.ema, self.emas):
-            torch._foreach_lerp_(list(ema.parameters()), self._online_params, 1.0 - rate)
-        if self.target is not self.online:
-            torch._foreach_lerp_(list(self.target.parameters()), self._online_params, 1.0 - self.cfg.target.rate)
+        for rate, params in zip(self.cfg.train.ema, self._ema_params):
+            torch._foreach_lerp_(params, self._online_params, 1.0 - rate)
+        if self._target_params is not None:
+            torch._foreach_lerp_(self._target_params, self._online_params, 1.0 - self.cfg.target.rate)
 
     # --------------------------------------------------------------------------------- sampling
     @torch.no_grad()
