@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                "another --out")
         from .trial import prepare_trial, run_trial
 
-        setup = prepare_trial(cfg, samples_dir=str(out))
+        setup = prepare_trial(cfg, out_dir=str(out))
     except (ConfigError, SpecError, UnknownChoiceError, InvalidInput) as err:
         raise InvalidInput(str(err).replace("\n", "; ")) from None
     except ValueError as err:

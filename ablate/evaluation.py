@@ -6,8 +6,10 @@ returns n samples of the EMA model drawn with ``steps`` sampling steps from the 
 
 * images: ``fid_{k}step`` for each k in ``eval.steps``, ``fid_extractor``;
 * points: ``w2_{k}step`` (exact W2 to held-out data) and ``frechet_{k}step``;
-* both: ``eval_s`` (seconds spent, sampling included) and, when ``eval.grid`` and an output folder are
-  set, ``samples_png`` (path relative to the output folder of a PNG under ``samples/``).
+* both: ``eval_s`` (seconds spent, sampling included) and, when ``eval.grid`` and an output location
+  are set, ``samples_png``: the PNG's path relative to that location (``<pictures_under>/step_*.png``).
+  The location is a local path or a pyarrow filesystem URI (``ablate.storage``), so the pictures of a
+  sweep on an object store land next to its results.
 
 Image FID is measured against the training split, as the papers' CIFAR-10 numbers are (50k training
 images); with fewer than ``eval.samples`` images the whole split is the reference. Evaluation runs in a
@@ -18,20 +20,15 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-import torchvision
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
-from ablate import metrics
+from ablate import metrics, storage
 from ablate.train.batches import DataBundle
 from ablate.train.config import EvalConfig
 
@@ -50,11 +47,13 @@ SCATTER_PANEL_INCHES, SCATTER_DPI = 4, 100
 class Evaluator:
     """Computes one evaluation row for a trial (see the module docstring for its columns)."""
 
-    def __init__(self, cfg: EvalConfig, data: DataBundle, out_dir: str | None, device: torch.device):
+    def __init__(self, cfg: EvalConfig, data: DataBundle, out_dir: str | None, device: torch.device,
+                 pictures_under: str = "samples"):
+        """Pictures go to ``out_dir/pictures_under/`` (``out_dir`` a path or URI; None: no pictures)."""
         if data.kind not in ("images", "points"):
             raise ValueError(f"data {data.name!r}: kind must be 'images' or 'points', got {data.kind!r}")
         self.cfg, self.data, self.device = cfg, data, device
-        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.out_dir, self.pictures_under = out_dir, pictures_under
         self.fid_extractor = None
         if data.kind == "images":
             # Resolve now: a missing extractor stops the trial before training, not at its first evaluation.
@@ -93,17 +92,19 @@ class Evaluator:
                 f"frechet_{steps}step": metrics.frechet_distance(generated, self.holdout)}
 
     def _save_picture(self, shown: dict[int, Tensor], step: int, row: dict[str, Any]) -> str:
-        relative = Path("samples") / f"step_{step:08d}.png"
+        relative = f"{self.pictures_under}/step_{step:08d}.png"
         if self.data.kind == "images":
             png = image_grid_png(shown)
         else:
             png = scatter_png(shown, self.holdout.detach().float().cpu(), row)
-        _atomic_write(self.out_dir / relative, png)
-        return relative.as_posix()
+        storage.write_file(storage.join(self.out_dir, relative), png)
+        return relative
 
 
 def image_grid_png(shown: dict[int, Tensor]) -> bytes:
     """PNG of one row of images per step count; column j comes from the same noise in every row."""
+    import torchvision  # imported here: its import costs a trial on points ~2 s (torch._dynamo)
+
     columns = min(len(images) for images in shown.values())
     cells = torch.cat([images[:columns] for images in shown.values()])
     scale = max(1, math.ceil(GRID_MIN_CELL_PX / min(cells.shape[-2:])))
@@ -118,6 +119,9 @@ def image_grid_png(shown: dict[int, Tensor]) -> bytes:
 
 def scatter_png(shown: dict[int, Tensor], holdout: Tensor, row: dict[str, Any]) -> bytes:
     """PNG of generated points over the held-out data, one panel per step count (first 2 coordinates)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # only trials that draw pay the import
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(SCATTER_PANEL_INCHES * len(shown), SCATTER_PANEL_INCHES), dpi=SCATTER_DPI)
     FigureCanvasAgg(figure)
     reference = holdout.numpy()
@@ -135,10 +139,3 @@ def scatter_png(shown: dict[int, Tensor], holdout: Tensor, row: dict[str, Any]) 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
-
-
-def _atomic_write(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)

@@ -8,10 +8,8 @@ Layout under a root (a sweep directory or the ``--out`` of ``ablate train``)::
     <root>/metrics/<trial_id>/_status.json                      {"status", "attempt", "step",
                                                                  "error", "updated"}
 
-Every file is written whole: on local disk and NFS to a hidden temporary name in the same directory
-and then renamed into place, on object stores (s3, gcs, fsspec memory) as one object put. A writer
-killed at any instant therefore leaves either nothing or a hidden temporary file, which readers
-(and pyarrow's dataset discovery, which skips names starting with ``_`` or ``.``) ignore.
+Every file is written whole (``ablate.storage.put``): a writer killed at any instant leaves either
+nothing or a hidden temporary file, which readers ignore.
 
 Dedup rule: a row of attempt ``a`` at step ``s`` is stale when a later attempt ``a' > a`` of the same
 trial began from ``resumed_from_step`` ``R' < s`` (``R'`` null: started from scratch). Stale rows are
@@ -22,9 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
@@ -34,6 +30,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .storage import put, resolve
+
 logger = logging.getLogger(__name__)
 
 STATUSES = ("running", "completed", "stopped_early", "diverged", "errored")
@@ -42,48 +40,8 @@ WRITER_COLUMNS = ("trial_id", "attempt")
 _ROWS_FILE = re.compile(r"a(\d{3,})-(\d{8,})\.parquet")
 _ATTEMPT_FILE = re.compile(r"_attempt-(\d{3,})\.json")
 _STATUS_FILE = "_status.json"
-# Native pyarrow filesystems and fsspec protocols whose writes are atomic object puts.
-_OBJECT_STORE_TYPES = {"s3", "gcs", "abfs"}
-_OBJECT_STORE_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "abfs", "az", "memory"}
 _READ_THREADS = 16
 _SCALAR_TYPES = (str, int, float, bool, np.generic)
-
-
-def _resolve(location: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
-    """Filesystem and path of ``location`` (a path in ``filesystem``, or a local path or URI)."""
-    if filesystem is not None:
-        return filesystem, location.rstrip("/")
-    if "://" not in location:
-        return pafs.LocalFileSystem(), os.path.abspath(location)
-    fs, path = pafs.FileSystem.from_uri(location)
-    return fs, path.rstrip("/")
-
-
-def _writes_are_object_puts(fs: pafs.FileSystem) -> bool:
-    """True on object stores, where writing an object is atomic and renames are copies."""
-    if isinstance(fs, pafs.PyFileSystem) and isinstance(fs.handler, pafs.FSSpecHandler):
-        protocol = fs.handler.fs.protocol
-        protocols = {protocol} if isinstance(protocol, str) else set(protocol)
-        return bool(protocols & _OBJECT_STORE_PROTOCOLS)
-    return fs.type_name in _OBJECT_STORE_TYPES
-
-
-def _put(fs: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None:
-    """Write ``data`` to ``path`` so that readers see the whole file or nothing."""
-    if _writes_are_object_puts(fs):
-        with fs.open_output_stream(path, compression=None) as stream:
-            stream.write(data)
-        return
-    directory, name = path.rsplit("/", 1)
-    temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with fs.open_output_stream(temporary, compression=None) as stream:
-            stream.write(data)
-        fs.move(temporary, path)
-    except Exception:
-        if fs.get_file_info(temporary).type != pafs.FileType.NotFound:
-            fs.delete_file(temporary)
-        raise
 
 
 def _parquet_bytes(table: pa.Table) -> pa.Buffer:
@@ -149,7 +107,7 @@ class TrialWriter:
     def __init__(self, root: str, trial_id: str, filesystem: pafs.FileSystem | None = None) -> None:
         _check_trial_id(trial_id)
         self.trial_id = trial_id
-        self._fs, root_path = _resolve(root, filesystem)
+        self._fs, root_path = resolve(root, filesystem)
         self._directory = f"{root_path}/metrics/{trial_id}"
         self._fs.create_dir(self._directory, recursive=True)
         self.attempt: int | None = None
@@ -167,7 +125,7 @@ class TrialWriter:
         previous = [int(match.group(1)) for match in matches if match]
         attempt = max(previous, default=0) + 1
         record = {"attempt": attempt, "resumed_from_step": resumed_from_step, "started": _now()}
-        _put(self._fs, f"{self._directory}/_attempt-{attempt:03d}.json", json.dumps(record).encode())
+        put(self._fs, f"{self._directory}/_attempt-{attempt:03d}.json", json.dumps(record).encode())
         self.attempt, self._sequence = attempt, 0
         logger.debug("trial %s: attempt %d (resumed from step %s)", self.trial_id, attempt, resumed_from_step)
         return attempt
@@ -180,7 +138,7 @@ class TrialWriter:
             return
         table = _rows_to_table(rows, self.trial_id, self.attempt)
         name = f"a{self.attempt:03d}-{self._sequence:08d}.parquet"
-        _put(self._fs, f"{self._directory}/{name}", _parquet_bytes(table))
+        put(self._fs, f"{self._directory}/{name}", _parquet_bytes(table))
         self._sequence += 1
 
     def set_status(self, status: str, step: int | None = None, error: str | None = None) -> None:
@@ -192,7 +150,7 @@ class TrialWriter:
         record = {
             "status": status, "attempt": self.attempt, "step": step, "error": _last_line(error), "updated": _now()
         }
-        _put(self._fs, f"{self._directory}/{_STATUS_FILE}", json.dumps(record).encode())
+        put(self._fs, f"{self._directory}/{_STATUS_FILE}", json.dumps(record).encode())
 
 
 def mark_status(root: str, trial_id: str, status: str, step: int | None = None, error: str | None = None,
@@ -229,7 +187,7 @@ class _Store:
     """Everything under ``<root>/metrics``, read once."""
 
     def __init__(self, root: str, filesystem: pafs.FileSystem | None) -> None:
-        fs, root_path = _resolve(root, filesystem)
+        fs, root_path = resolve(root, filesystem)
         metrics = f"{root_path}/metrics"
         try:
             infos = fs.get_file_info(pafs.FileSelector(metrics, recursive=True))
@@ -348,8 +306,8 @@ def collect(root: str, out: str | None = None, filesystem: pafs.FileSystem | Non
     """
     rows = read_rows(root, filesystem)
     out = out or f"{root.rstrip('/')}/results.parquet"
-    fs, path = _resolve(out, filesystem)
+    fs, path = resolve(out, filesystem)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    _put(fs, path, _parquet_bytes(pa.Table.from_pandas(rows, preserve_index=False)))
+    put(fs, path, _parquet_bytes(pa.Table.from_pandas(rows, preserve_index=False)))
     logger.info("collected %d rows of %d trials into %s", len(rows), rows["trial_id"].nunique(), out)
     return out

@@ -6,7 +6,7 @@ A sweep directory (local path or any pyarrow URI) holds::
     spec.yaml           the search-space file's text as it was when the sweep began
     metrics/<trial>/    the results store (ablate.results), written from inside each trial
     tune/               Ray Tune's experiment (trial state, searcher/scheduler state, checkpoints)
-    samples/<trial>/    sample grids (local sweeps; remote sweeps keep them in Ray's trial dirs)
+    samples/<trial>/    sample grids and scatters, step_<step>.png (the rows' ``samples_png``)
 
 Each trial reports every store row to the store and, at the rows that carry the tune metric (the
 evaluations), a Ray result with a checkpoint every ``log.checkpoint_every`` such results. Schedulers'
@@ -14,6 +14,7 @@ time therefore counts evaluations (``training_iteration``).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -32,7 +33,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from . import results
+from . import results, storage
 from .spec import Point, SweepSpec, load_spec, make_point
 from .trial import prepare_trial, run_trial
 
@@ -50,50 +51,21 @@ class SweepError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------- locations
-def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
+def _write_text(location: str, text: str) -> None:
+    storage.write_file(location, text.encode())
 
 
-def _join(uri: str, *parts: str) -> str:
-    return "/".join([uri.rstrip("/"), *parts])
-
-
-def _exists(uri: str) -> bool:
-    fs, path = _fs(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
-def _write_text(uri: str, text: str) -> None:
-    fs, path = _fs(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as out:
-        out.write(text.encode())
-
-
-def _read_text(uri: str) -> str:
-    fs, path = _fs(uri)
-    with fs.open_input_stream(path) as src:
-        return src.read().decode()
+def _read_text(location: str) -> str:
+    return storage.read_bytes(location).decode()
 
 
 def new_sweep_dir(out: str, name: str) -> str:
     """``out/name``, or ``out/name-<timestamp>`` when that already holds a sweep (never overwrite)."""
-    candidate = _join(out, name)
-    if _exists(candidate):
+    candidate = storage.join(out, name)
+    if storage.exists(candidate):
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        candidate = _join(out, f"{name}-{stamp}")
+        candidate = storage.join(out, f"{name}-{stamp}")
     return candidate
-
-
-def is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def local_path(uri: str) -> str:
-    """The local path of a plain path or ``file://`` URI (percent-escapes such as ``%20`` decoded)."""
-    return pafs.FileSystem.from_uri(uri)[1] if uri.startswith("file://") else os.path.abspath(uri)
 
 
 # ------------------------------------------------------------------------------------- points
@@ -149,16 +121,13 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str) -> None
     cfg = spec.config_for(point.params, point.variant, point.seed)
     if cfg.train.device == "auto":
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": device.type})})
-    samples = (_join(local_path(sweep_dir), "samples", trial_id) if is_local(sweep_dir)
-               else os.path.join(context.get_trial_dir(), "samples"))
     placement = {"node_id": ray.get_runtime_context().get_node_id(),
                  "ray_gpu_ids": ",".join(str(gpu) for gpu in gpu_ids)}
-    setup = prepare_trial(cfg, samples, {**point_columns(point, spec), **placement}, device)
+    setup = prepare_trial(cfg, sweep_dir, {**point_columns(point, spec), **placement}, device,
+                          pictures_under=f"samples/{trial_id}")  # next to the store, wherever that is
 
     checkpoint = tune.get_checkpoint()
-    resume_dir = checkpoint.to_directory() if checkpoint is not None else None
-    resume_from = os.path.join(resume_dir, "trainer.pt") if resume_dir else None
-    first_attempt = resume_from is None and not _store_has_rows(sweep_dir, trial_id)
+    first_attempt = checkpoint is None and not _store_has_rows(sweep_dir, trial_id)
     metric, every = spec.tune.metric, cfg.log.checkpoint_every
     state = {"reports": 0, "last": math.nan}
 
@@ -179,11 +148,14 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str) -> None
             trainer.save(os.path.join(tmp, "trainer.pt"))
             tune.report(values, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    run_trial(setup, sweep_dir, trial_id, resume_from=resume_from, on_report=report)
+    # as_directory: the checkpoint itself when it is on this node, else a download removed afterwards
+    with checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext() as resume_dir:
+        resume_from = os.path.join(resume_dir, "trainer.pt") if resume_dir else None
+        run_trial(setup, sweep_dir, trial_id, resume_from=resume_from, on_report=report)
 
 
 def _store_has_rows(sweep_dir: str, trial_id: str) -> bool:
-    return _exists(_join(sweep_dir, "metrics", trial_id))
+    return storage.exists(storage.join(sweep_dir, "metrics", trial_id))
 
 
 # ------------------------------------------------------------------------------------- searcher
@@ -391,7 +363,7 @@ def _run_config(spec: SweepSpec, sweep_dir: str, quiet: bool) -> tune.RunConfig:
     if not quiet:
         callbacks.append(ProgressTable(spec))
     return tune.RunConfig(
-        name=TUNE_DIR, storage_path=sweep_dir if not is_local(sweep_dir) else local_path(sweep_dir),
+        name=TUNE_DIR, storage_path=sweep_dir if not storage.is_local(sweep_dir) else storage.local_path(sweep_dir),
         failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=callbacks, verbose=0)
@@ -404,14 +376,14 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
     """Validate ``path``, start (or connect to) Ray and run the sweep; returns the sweep directory."""
     spec = load_spec(path, profile, overrides)  # raises SpecError before anything starts
     try:
-        _fs(out)
+        storage.resolve(out)
     except (ValueError, OSError) as err:
         raise SweepError(f"--out {out}: not a path or filesystem URI pyarrow can open ({err})") from None
     start_ray(address, num_cpus)
     spec = fit_resources(spec, path, notify)
     sweep_dir = new_sweep_dir(out, name or spec.name)
-    _write_text(_join(sweep_dir, SPEC_FILE), Path(path).read_text())
-    _write_text(_join(sweep_dir, SWEEP_FILE), json.dumps({
+    _write_text(storage.join(sweep_dir, SPEC_FILE), Path(path).read_text())
+    _write_text(storage.join(sweep_dir, SWEEP_FILE), json.dumps({
         "name": spec.name, "source": os.path.abspath(path), "sha256": spec.sha256,
         "profile": spec.profile, "overrides": spec.overrides, "num_cpus": num_cpus,
         "ray": ray.__version__, "started": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -421,7 +393,7 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
         _trainable(spec, sweep_dir), param_space=_param_space(spec),
         tune_config=tune.TuneConfig(metric=spec.tune.metric, mode=spec.tune.mode,
                                     scheduler=_scheduler(spec), search_alg=_searcher(spec),
-                                    num_samples=_num_samples(spec),
+                                    num_samples=_num_samples(spec), reuse_actors=True,
                                     max_concurrent_trials=spec.tune.max_concurrent),
         run_config=_run_config(spec, sweep_dir, quiet))
     tuner.fit()
@@ -436,12 +408,12 @@ def _num_samples(spec: SweepSpec) -> int:
 # ---------------------------------------------------------------------------------------- resume
 def load_sweep(sweep_dir: str) -> tuple[dict[str, Any], SweepSpec]:
     """The sweep's record and its spec, rebuilt from the copy stored when it began."""
-    if not _exists(_join(sweep_dir, SWEEP_FILE)):
+    if not storage.exists(storage.join(sweep_dir, SWEEP_FILE)):
         raise SweepError(f"{sweep_dir}: not a sweep directory (no {SWEEP_FILE})")
-    record = json.loads(_read_text(_join(sweep_dir, SWEEP_FILE)))
+    record = json.loads(_read_text(storage.join(sweep_dir, SWEEP_FILE)))
     with tempfile.TemporaryDirectory() as tmp:
         copy = os.path.join(tmp, os.path.basename(record["source"]))
-        Path(copy).write_text(_read_text(_join(sweep_dir, SPEC_FILE)))
+        Path(copy).write_text(_read_text(storage.join(sweep_dir, SPEC_FILE)))
         spec = load_spec(copy, record["profile"], record["overrides"])
     return record, spec
 
@@ -453,7 +425,7 @@ def spec_changes(sweep_dir: str, record: dict[str, Any]) -> Optional[str]:
     source = record["source"]
     if not os.path.exists(source):
         return None
-    now, then = Path(source).read_text(), _read_text(_join(sweep_dir, SPEC_FILE))
+    now, then = Path(source).read_text(), _read_text(storage.join(sweep_dir, SPEC_FILE))
     if now == then:
         return None
     return "".join(difflib.unified_diff(then.splitlines(True), now.splitlines(True),
@@ -463,7 +435,7 @@ def spec_changes(sweep_dir: str, record: dict[str, Any]) -> Optional[str]:
 def _check_experiment_state(tune_dir: str) -> None:
     """Ray Tune copies its experiment state into the sweep without an atomic rename, so a driver killed
     during that copy can leave it truncated: refuse with the file's name instead of failing in Ray."""
-    fs, path = _fs(tune_dir)
+    fs, path = storage.resolve(tune_dir)
     for info in fs.get_file_info(pafs.FileSelector(path)):
         if info.base_name.startswith("experiment_state-") and info.base_name.endswith(".json"):
             try:
@@ -484,14 +456,14 @@ def resume_sweep(sweep_dir: str, restart_errored: bool = False, address: Optiona
     if diff:
         raise SweepError(f"{record['source']} changed since the sweep began; restore it or start a new "
                          f"sweep. What changed:\n{diff}")
-    tune_dir = _join(sweep_dir, TUNE_DIR)
-    if not tune.Tuner.can_restore(tune_dir if not is_local(tune_dir) else local_path(tune_dir)):
+    tune_dir = storage.join(sweep_dir, TUNE_DIR)
+    if not tune.Tuner.can_restore(tune_dir if not storage.is_local(tune_dir) else storage.local_path(tune_dir)):
         raise SweepError(f"{sweep_dir}: Ray Tune's experiment state is missing ({tune_dir}): the driver "
                          "stopped before Tune saved it; start the sweep again with `ablate run`")
     _check_experiment_state(tune_dir)
     start_ray(address, num_cpus or record.get("num_cpus"))
     notify(f"resuming sweep {spec.name}: {sweep_dir}")
-    tuner = tune.Tuner.restore(tune_dir if not is_local(tune_dir) else local_path(tune_dir),
+    tuner = tune.Tuner.restore(tune_dir if not storage.is_local(tune_dir) else storage.local_path(tune_dir),
                                trainable=_trainable(spec, sweep_dir), resume_unfinished=True,
                                resume_errored=not restart_errored, restart_errored=restart_errored)
     tuner.fit()

@@ -38,12 +38,14 @@ class TrialSetup:
     columns: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare_trial(cfg: Config, samples_dir: Optional[str], columns: Optional[dict[str, Any]] = None,
-                  device: Optional[torch.device] = None) -> TrialSetup:
-    """Load the data and build the evaluator and trainer (config errors surface here)."""
+def prepare_trial(cfg: Config, out_dir: Optional[str], columns: Optional[dict[str, Any]] = None,
+                  device: Optional[torch.device] = None, pictures_under: str = "samples") -> TrialSetup:
+    """Load the data and build the evaluator and trainer (config errors surface here).
+
+    Sample pictures go to ``out_dir/pictures_under/`` (a path or URI; ``out_dir`` None: none)."""
     device = device or resolve_device(cfg.train.device)
     data = load_dataset(cfg.data, seed=cfg.train.seed)
-    evaluator = Evaluator(cfg.eval, data, samples_dir, device)
+    evaluator = Evaluator(cfg.eval, data, out_dir, device, pictures_under)
     trainer = Trainer(cfg, data, evaluator, device)
     base = {"seed": cfg.train.seed, "node": socket.gethostname(), "device": str(device)}
     base.update({k: json.dumps(v) if isinstance(v, list) else v for k, v in flatten(cfg).items()})

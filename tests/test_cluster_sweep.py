@@ -95,11 +95,15 @@ def test_trials_use_both_nodes_and_a_fractional_gpu_trial_lands_on_the_gpu_node(
 
     cpu_space = tmp_path / "cpu_trials.yaml"
     cpu_space.write_text(TINY_SPACE.format(name="cpu_trials"))
-    run_sweep(two_nodes.address, cpu_space, store_uri, driver_cwd)
+    run_sweep(two_nodes.address, cpu_space, store_uri, driver_cwd,
+              "--set", "train.iterations=400")  # long enough to overlap the other's start-up
     rows = pd.read_parquet(store / "cpu_trials" / "results.parquet")
     assert rows["trial_id"].nunique() == 2
     assert (rows.groupby("trial_id")["status"].last() == "completed").all()
-    # each node has 1 CPU and each trial asks for 1, so the two concurrent trials need both nodes
+    # each node has 1 CPU and each trial asks for 1, so two concurrent trials need both nodes (trials
+    # that ran one after the other could share one reused actor)
+    (start_a, end_a), (start_b, end_b) = trial_times(store / "cpu_trials").values()
+    assert max(start_a, start_b) < min(end_a, end_b), "the two trials ran one after the other"
     assert set(rows["node_id"]) == {head.node_id, gpu_node.node_id}
     assert (rows["ray_gpu_ids"] == "").all() and (rows["device"] == "cpu").all()
 

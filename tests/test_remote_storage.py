@@ -4,7 +4,7 @@ and Tune's experiment there, and ``ablate status`` / ``collect`` / ``figures`` r
 There is no object store here, so the URIs are the local ones pyarrow understands: ``file://`` and
 ``local://``, with a percent-escaped space so that a URI handled as a plain string breaks. A
 ``local://`` sweep takes the same code path as ``s3://`` (it is not a ``file://`` URI): Ray Tune gets
-the URI as its ``storage_path`` and sample grids stay in Ray's trial directories.
+the URI as its ``storage_path`` and the trials write rows and sample pictures through it.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ import pytest
 
 from ablate.cli import main
 from ablate.spec import load_spec
-from ablate.sweep import SPEC_FILE, SWEEP_FILE, local_path, point_columns
+from ablate.storage import local_path
+from ablate.sweep import SPEC_FILE, SWEEP_FILE, point_columns
 from ablate.trial import prepare_trial, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,9 +150,12 @@ def test_run_to_a_uri_store_then_read_it_back(tmp_path, monkeypatch, capsys):
     trial_ids = set(rows["trial_id"])
     assert len(trial_ids) == 2
     assert (rows.groupby("trial_id")["status"].last() == "completed").all()
-    # Tune's experiment state and the trials' sample grids went to the URI, not to the driver's disk
+    # Tune's experiment state and every picture the rows name went to the URI, not to the driver's
+    # disk (the two trials may share one reused actor: the second one's pictures must land too)
     assert list((sweep_dir / "tune").glob("experiment_state-*.json"))
-    assert len(list((sweep_dir / "tune").glob("*/samples/**/*.png"))) >= 2 * 3
+    pictures = rows["samples_png"].dropna()
+    assert len(pictures) == 2 * 3 and pictures.str.startswith("samples/").all()
+    assert all((sweep_dir / picture).is_file() for picture in pictures)
     assert not any(cwd.iterdir())
 
     monkeypatch.chdir(cwd)

@@ -4,10 +4,13 @@ Each sweep runs as a subprocess with its own short ``RAY_TMPDIR``, so the test c
 Ray process it started is gone afterwards. Two sweeps in all (~1-2 min each on 2 loaded cores):
 
 - a conditional space with two seeds, a profile and ``--set`` (store rows, nulls, pairing, overrides);
-- ASHA over two variants that clearly differ (early stopping recorded in status and rows).
+- ASHA over two variants that clearly differ (early stopping recorded in status and rows), one trial
+  at a time, so that later trials run in the actor of an earlier one (``reuse_actors``): their rows
+  must equal those of the same trials trained alone in a fresh trainer.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+
+from ablate.results import read_rows
+from ablate.spec import load_spec
+from ablate.trial import prepare_trial, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_TIMEOUT_S = 540
@@ -187,3 +195,33 @@ def test_asha_stops_a_trial_early_and_says_so(tmp_path, ray_tmp):
     for trial_id in stopped:
         line = next(line for line in status.stdout.splitlines() if line.startswith(trial_id[:28]))
         assert "stopped_early" in line, status.stdout
+
+    # later trials reused the first trial's actor (one process for several trials) ...
+    pids = {}
+    for result_file in (sweep_dir / "tune").glob("*/result.json"):
+        results = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+        pids[results[0]["trial_id"]] = results[0]["pid"]
+    assert len(pids) == 4 and len(set(pids.values())) < 4, pids
+    # ... and still trained exactly as a trial alone does: no state leaks from one trial to the next
+    alone = trained_alone(sweep_dir / "spec.yaml", tmp_path / "alone",
+                          {"train.iterations": iterations, "eval.every": every})
+    compared = ["step", "loss", "w2_1step"]
+    for trial_id, mine in rows.groupby("trial_id"):
+        swept = mine.sort_values("step")[compared].reset_index(drop=True)
+        reference = alone[alone["trial_id"] == trial_id].sort_values("step")[compared]
+        pd.testing.assert_frame_equal(swept, reference.iloc[:len(swept)].reset_index(drop=True),
+                                      check_exact=True, obj=trial_id)
+
+
+def trained_alone(space: Path, out: Path, overrides: dict) -> pd.DataFrame:
+    """Every point of ``space`` trained to the end in this process, one thread (as a 1-CPU trial)."""
+    spec = load_spec(space, overrides=overrides)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for point in spec.points():
+            run_trial(prepare_trial(spec.config_for(point.params, point.variant, point.seed), None),
+                      str(out), point.trial_name)
+    finally:
+        torch.set_num_threads(threads)
+    return read_rows(str(out))

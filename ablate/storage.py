@@ -1,0 +1,88 @@
+"""Where ablate writes: local paths and pyarrow filesystem URIs (``file://``, ``s3://``, ``gs://``...).
+
+Every file goes through pyarrow's filesystem layer, so a sweep directory can be on local disk, NFS or
+an object store, and every file is written whole: on local disk and NFS to a hidden temporary name in
+the same directory and then renamed into place, on object stores as one object put. A writer killed
+at any instant therefore leaves either nothing or a hidden temporary file, which readers (and
+pyarrow's dataset discovery, which skips names starting with ``_`` or ``.``) ignore.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+# Native pyarrow filesystems and fsspec protocols whose writes are atomic object puts.
+_OBJECT_STORE_TYPES = {"s3", "gcs", "abfs"}
+_OBJECT_STORE_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "abfs", "az", "memory"}
+
+
+def resolve(location: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """Filesystem and path of ``location`` (a path in ``filesystem``, or a local path or URI)."""
+    if filesystem is not None:
+        return filesystem, location.rstrip("/")
+    if "://" not in location:
+        return pafs.LocalFileSystem(), os.path.abspath(location)
+    fs, path = pafs.FileSystem.from_uri(location)
+    return fs, path.rstrip("/")
+
+
+def join(location: str, *parts: str) -> str:
+    """``location/part/...`` for a path or a URI (URIs keep their scheme and escapes)."""
+    return "/".join([location.rstrip("/"), *parts])
+
+
+def is_local(location: str) -> bool:
+    return "://" not in location or location.startswith("file://")
+
+
+def local_path(location: str) -> str:
+    """The local path of a plain path or ``file://`` URI (percent-escapes such as ``%20`` decoded)."""
+    return pafs.FileSystem.from_uri(location)[1] if location.startswith("file://") else os.path.abspath(location)
+
+
+def exists(location: str) -> bool:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def _writes_are_object_puts(fs: pafs.FileSystem) -> bool:
+    """True on object stores, where writing an object is atomic and renames are copies."""
+    if isinstance(fs, pafs.PyFileSystem) and isinstance(fs.handler, pafs.FSSpecHandler):
+        protocol = fs.handler.fs.protocol
+        protocols = {protocol} if isinstance(protocol, str) else set(protocol)
+        return bool(protocols & _OBJECT_STORE_PROTOCOLS)
+    return fs.type_name in _OBJECT_STORE_TYPES
+
+
+def put(fs: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None:
+    """Write ``data`` to ``path`` (its directory exists) so that readers see the whole file or nothing."""
+    if _writes_are_object_puts(fs):
+        with fs.open_output_stream(path, compression=None) as stream:
+            stream.write(data)
+        return
+    directory, name = path.rsplit("/", 1)
+    temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with fs.open_output_stream(temporary, compression=None) as stream:
+            stream.write(data)
+        fs.move(temporary, path)
+    except Exception:
+        if fs.get_file_info(temporary).type != pafs.FileType.NotFound:
+            fs.delete_file(temporary)
+        raise
+
+
+def write_file(location: str, data: bytes | pa.Buffer, filesystem: pafs.FileSystem | None = None) -> None:
+    """:func:`put` to a path or URI, creating its directory first."""
+    fs, path = resolve(location, filesystem)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    put(fs, path, data)
+
+
+def read_bytes(location: str, filesystem: pafs.FileSystem | None = None) -> bytes:
+    fs, path = resolve(location, filesystem)
+    with fs.open_input_stream(path, compression=None) as source:
+        return source.read()
