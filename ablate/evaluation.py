@@ -56,8 +56,11 @@ class Evaluator:
         self.out_dir, self.pictures_under = out_dir, pictures_under
         self.fid_extractor = None
         if data.kind == "images":
+            from ablate import fid  # torch-fidelity (and torchvision): only trials on images import it
+
             # Resolve now: a missing extractor stops the trial before training, not at its first evaluation.
-            self.fid_extractor, _ = metrics.resolve_extractor(data, cfg)
+            self.fid_extractor, _ = fid.resolve_extractor(data, cfg)
+            self._fid = fid.compute
         else:
             self.holdout = metrics.reference_subset(data, W2_REFERENCE_SPLIT, cfg.samples)
 
@@ -83,7 +86,7 @@ class Evaluator:
         if not finite:
             logger.warning("evaluation: non-finite samples after %d sampling steps; metrics are NaN", steps)
         if self.data.kind == "images":
-            value = metrics.fid(generated, self.data, self.cfg, FID_REFERENCE_SPLIT)["fid"] if finite \
+            value = self._fid(generated, self.data, self.cfg, FID_REFERENCE_SPLIT)["fid"] if finite \
                 else math.nan
             return {f"fid_{steps}step": value, "fid_extractor": self.fid_extractor}
         if not finite:

@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torch import Tensor
 
-from ablate import metrics
+from ablate import fid
 from ablate.evaluation import Evaluator
 from ablate.train.batches import DataBundle
 from ablate.train.config import EvalConfig
@@ -71,13 +71,13 @@ def test_reference_statistics_are_computed_once_across_evaluators(shared_cache: 
     cache = tmp_path / "cache"
     shutil.copytree(shared_cache / "extractors", cache / "extractors")  # the trained CNN, not statistics
     seen = []
-    forward = metrics.SmallCNNFeatureExtractor.forward
+    forward = fid.SmallCNNFeatureExtractor.forward
 
     def counting_forward(self, pixels: Tensor) -> tuple[Tensor, ...]:
         seen.append(len(pixels))
         return forward(self, pixels)
 
-    monkeypatch.setattr(metrics.SmallCNNFeatureExtractor, "forward", counting_forward)
+    monkeypatch.setattr(fid.SmallCNNFeatureExtractor, "forward", counting_forward)
     data = digits_bundle()
     cfg = cnn_config(cache, samples=150, grid=False)
     first = Evaluator(cfg, data, None, CPU)(noisy_copies(data, 0.5), step=10)

@@ -11,7 +11,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch_fidelity import feature_extractor_inceptionv3 as inception_module
 
-from ablate import metrics
+from ablate import fid, metrics
 from ablate.train.batches import DataBundle
 from ablate.train.config import EvalConfig
 
@@ -92,19 +92,19 @@ def test_frechet_distance_of_1d_gaussians_is_mean_and_std_gap():
 # --------------------------------------------------------------------------------------------- FID
 def test_images_become_uint8_rgb_for_torch_fidelity():
     images = torch.tensor([-1.0, 0.0, 1.0, 2.0]).reshape(1, 1, 2, 2)
-    pixels = metrics.to_uint8_rgb(images)
+    pixels = fid.to_uint8_rgb(images)
     assert pixels.dtype == torch.uint8 and pixels.shape == (1, 3, 2, 2)
     assert pixels[0, 2].flatten().tolist() == [0, 128, 255, 255]
     with pytest.raises(ValueError, match="N, 1|3, H, W"):
-        metrics.to_uint8_rgb(torch.zeros(2, 2, 4, 4))
+        fid.to_uint8_rgb(torch.zeros(2, 2, 4, 4))
 
 
 def test_small_cnn_fid_is_zero_for_the_data_itself_and_large_for_noise(shared_cache: Path):
     data = digits_bundle()
     cfg = EvalConfig(extractor="ablate-cnn", cache_dir=str(shared_cache), samples=2000)
-    itself = metrics.fid(data.x_train, data, cfg, split="train")
-    held_out = metrics.fid(data.x_holdout, data, cfg, split="train")
-    noise = metrics.fid(torch.rand(500, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1,
+    itself = fid.compute(data.x_train, data, cfg, split="train")
+    held_out = fid.compute(data.x_holdout, data, cfg, split="train")
+    noise = fid.compute(torch.rand(500, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1,
                         data, cfg, split="train")
     assert itself["fid_extractor"] == noise["fid_extractor"] == "ablate-cnn-digits-v1"
     assert abs(itself["fid"]) < 1e-3
@@ -114,7 +114,7 @@ def test_small_cnn_fid_is_zero_for_the_data_itself_and_large_for_noise(shared_ca
 def test_small_cnn_is_trained_cached_and_versioned(shared_cache: Path):
     data = digits_bundle()
     cfg = EvalConfig(extractor="ablate-cnn", cache_dir=str(shared_cache))
-    name, weights = metrics.resolve_extractor(data, cfg)
+    name, weights = fid.resolve_extractor(data, cfg)
     assert name == "ablate-cnn-digits-v1"
     assert weights.parent == shared_cache / "extractors" and weights.name.startswith(name)
     checkpoint = torch.load(weights, weights_only=True)
@@ -123,11 +123,11 @@ def test_small_cnn_is_trained_cached_and_versioned(shared_cache: Path):
 
 
 def test_small_cnn_training_is_deterministic_and_keeps_the_callers_rng(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(metrics, "CNN_TRAIN_STEPS", 20)  # determinism shows after a few steps
+    monkeypatch.setattr(fid, "CNN_TRAIN_STEPS", 20)  # determinism shows after a few steps
     data = digits_bundle()
     data.x_train, data.y_train = data.x_train[:200], data.y_train[:200]
     state = torch.get_rng_state()
-    first, second = metrics.train_small_cnn(data), metrics.train_small_cnn(data)
+    first, second = fid.train_small_cnn(data), fid.train_small_cnn(data)
     assert torch.equal(torch.get_rng_state(), state)
     for key, value in first["state_dict"].items():
         assert torch.equal(value, second["state_dict"][key]), key
@@ -136,13 +136,13 @@ def test_small_cnn_training_is_deterministic_and_keeps_the_callers_rng(monkeypat
 def test_small_cnn_needs_labels(tmp_path: Path):
     data = digits_bundle()
     data.y_train = None
-    with pytest.raises(metrics.FIDUnavailableError, match="no labels.*inception-v3-compat"):
-        metrics.resolve_extractor(data, EvalConfig(extractor="ablate-cnn", cache_dir=str(tmp_path)))
+    with pytest.raises(fid.FIDUnavailableError, match="no labels.*inception-v3-compat"):
+        fid.resolve_extractor(data, EvalConfig(extractor="ablate-cnn", cache_dir=str(tmp_path)))
 
 
 def test_unknown_extractor_lists_the_valid_ones(tmp_path: Path):
     with pytest.raises(ValueError, match="eval.extractor.*inception-v3-compat, ablate-cnn"):
-        metrics.resolve_extractor(digits_bundle(), EvalConfig(extractor="vgg", cache_dir=str(tmp_path)))
+        fid.resolve_extractor(digits_bundle(), EvalConfig(extractor="vgg", cache_dir=str(tmp_path)))
 
 
 def test_offline_without_inception_weights_says_how_to_provide_them(tmp_path: Path,
@@ -153,8 +153,8 @@ def test_offline_without_inception_weights_says_how_to_provide_them(tmp_path: Pa
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     data = digits_bundle()
-    with pytest.raises(metrics.FIDUnavailableError) as caught:
-        metrics.fid(data.x_holdout[:4], data, EvalConfig(cache_dir=str(tmp_path)))
+    with pytest.raises(fid.FIDUnavailableError) as caught:
+        fid.compute(data.x_holdout[:4], data, EvalConfig(cache_dir=str(tmp_path)))
     message = str(caught.value)
     file_name = inception_module.URL_INCEPTION_V3.rsplit("/", 1)[-1]
     for needed in ("eval.fid_weights", inception_module.URL_INCEPTION_V3, file_name, "ablate-cnn"):
@@ -163,8 +163,8 @@ def test_offline_without_inception_weights_says_how_to_provide_them(tmp_path: Pa
 
 def test_missing_weights_file_names_the_config_key(tmp_path: Path):
     cfg = EvalConfig(fid_weights=str(tmp_path / "missing.pth"), cache_dir=str(tmp_path))
-    with pytest.raises(metrics.FIDUnavailableError, match="eval.fid_weights: no file at .*missing.pth"):
-        metrics.resolve_extractor(digits_bundle(), cfg)
+    with pytest.raises(fid.FIDUnavailableError, match="eval.fid_weights: no file at .*missing.pth"):
+        fid.resolve_extractor(digits_bundle(), cfg)
 
 
 @pytest.fixture
@@ -186,7 +186,7 @@ def test_inception_path_runs_offline_from_a_weights_file(tmp_path: Path, random_
     """The real inception-v3-compat code path (the number is meaningless with random weights)."""
     data = digits_bundle()
     cfg = EvalConfig(fid_weights=str(random_inception_weights), cache_dir=str(tmp_path / "cache"), samples=4)
-    result = metrics.fid(data.x_holdout[:4], data, cfg, split="train")
+    result = fid.compute(data.x_holdout[:4], data, cfg, split="train")
     assert result["fid_extractor"] == "inception-v3-compat" and math.isfinite(result["fid"])
     cache = tmp_path / "cache" / "fidelity"
     cached = list(cache.glob("ablate-digits-train-n4-*-inception-v3-compat-stat-*"))

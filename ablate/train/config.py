@@ -433,7 +433,7 @@ class EvalConfig(Strict):
     mid_times: list[float] = [0.821]  # intermediate times of multistep sampling, descending
     seed: int = 32
     samples: int = Field(2000, ge=2)  # generated samples for W2 (low-dim) / FID (images)
-    extractor: str = "inception-v3-compat"  # FID feature extractor (images); see ablate.metrics
+    extractor: str = "inception-v3-compat"  # FID feature extractor (images); see ablate.fid
     fid_weights: Optional[str] = None  # local Inception weights for clusters without internet
     cache_dir: str = "~/.cache/ablate"  # reference statistics, small extractors
     grid: bool = True  # save a PNG sample grid / 2-D scatter at each evaluation
