@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import pandas as pd
 import pyarrow.fs as pafs
 import ray
 import torch
@@ -482,8 +483,10 @@ def status_table(sweep_dir: str) -> str:
         rows = None
     metric, lines = spec.tune.metric, []
     for trial_id, st in statuses.iterrows():
-        line = {"trial": trial_id, "arm": "", "step": st["last_step"], "last": math.nan, "best": math.nan,
-                "status": st["status"], "error": st.get("error")}
+        # a trial without rows has no step, and one without an error no error (both null in the frame)
+        line = {"trial": trial_id, "arm": "", "step": None if pd.isna(st["last_step"]) else int(st["last_step"]),
+                "last": math.nan, "best": math.nan, "status": st["status"],
+                "error": st["error"] if isinstance(st["error"], str) else None}
         if rows is not None and len(rows):
             mine = rows[rows["trial_id"] == trial_id]
             if len(mine):

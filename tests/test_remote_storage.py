@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from ablate.cli import main
+from ablate.results import TrialWriter
 from ablate.spec import load_spec
 from ablate.storage import local_path
 from ablate.sweep import SPEC_FILE, SWEEP_FILE, point_columns
@@ -99,6 +100,22 @@ def sweep_without_ray(tmp_path_factory) -> tuple[Path, set[str]]:
     (sweep_dir / SWEEP_FILE).write_text(json.dumps(
         {"name": spec.name, "source": str(space), "profile": None, "overrides": overrides}))
     return sweep_dir, trial_ids
+
+
+def test_status_shows_errors_only_where_there_are_some(sweep_without_ray, tmp_path, capsys):
+    """Completed trials get no error line; a trial that failed before its first row shows no step
+    and its error's last line."""
+    sweep_dir = tmp_path / "copy"
+    shutil.copytree(sweep_without_ray[0], sweep_dir)
+    early = TrialWriter(str(sweep_dir), "failed_at_start")
+    early.begin_attempt(None)
+    early.set_status("errored", error="Traceback ...\nValueError: no such file: data.root")
+    assert main(["status", str(sweep_dir)]) == 0
+    table = capsys.readouterr().out
+    assert table.count("error:") == 1 and "error: ValueError: no such file: data.root" in table
+    failed = next(line for line in table.splitlines() if line.startswith("failed_at_start"))
+    assert failed.split()[1] == "-/50" and "errored" in failed
+    assert "nan" not in table.lower() and "<NA>" not in table
 
 
 def test_local_path_decodes_file_uris():
