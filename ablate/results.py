@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .storage import put, resolve
+from .storage import put, resolve, write_file
 
 logger = logging.getLogger(__name__)
 
@@ -306,8 +306,6 @@ def collect(root: str, out: str | None = None, filesystem: pafs.FileSystem | Non
     """
     rows = read_rows(root, filesystem)
     out = out or f"{root.rstrip('/')}/results.parquet"
-    fs, path = resolve(out, filesystem)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    put(fs, path, _parquet_bytes(pa.Table.from_pandas(rows, preserve_index=False)))
+    write_file(out, _parquet_bytes(pa.Table.from_pandas(rows, preserve_index=False)), filesystem)
     logger.info("collected %d rows of %d trials into %s", len(rows), rows["trial_id"].nunique(), out)
     return out

@@ -60,6 +60,11 @@ def _read_text(location: str) -> str:
     return storage.read_bytes(location).decode()
 
 
+def _for_ray(location: str) -> str:
+    """How Ray Tune takes a location: a local path as a path, any other URI as it is."""
+    return storage.local_path(location) if storage.is_local(location) else location
+
+
 def new_sweep_dir(out: str, name: str) -> str:
     """``out/name``, or ``out/name-<timestamp>`` when that already holds a sweep (never overwrite)."""
     candidate = storage.join(out, name)
@@ -364,7 +369,7 @@ def _run_config(spec: SweepSpec, sweep_dir: str, quiet: bool) -> tune.RunConfig:
     if not quiet:
         callbacks.append(ProgressTable(spec))
     return tune.RunConfig(
-        name=TUNE_DIR, storage_path=sweep_dir if not storage.is_local(sweep_dir) else storage.local_path(sweep_dir),
+        name=TUNE_DIR, storage_path=_for_ray(sweep_dir),
         failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=callbacks, verbose=0)
@@ -458,13 +463,13 @@ def resume_sweep(sweep_dir: str, restart_errored: bool = False, address: Optiona
         raise SweepError(f"{record['source']} changed since the sweep began; restore it or start a new "
                          f"sweep. What changed:\n{diff}")
     tune_dir = storage.join(sweep_dir, TUNE_DIR)
-    if not tune.Tuner.can_restore(tune_dir if not storage.is_local(tune_dir) else storage.local_path(tune_dir)):
+    if not tune.Tuner.can_restore(_for_ray(tune_dir)):
         raise SweepError(f"{sweep_dir}: Ray Tune's experiment state is missing ({tune_dir}): the driver "
                          "stopped before Tune saved it; start the sweep again with `ablate run`")
     _check_experiment_state(tune_dir)
     start_ray(address, num_cpus or record.get("num_cpus"))
     notify(f"resuming sweep {spec.name}: {sweep_dir}")
-    tuner = tune.Tuner.restore(tune_dir if not storage.is_local(tune_dir) else storage.local_path(tune_dir),
+    tuner = tune.Tuner.restore(_for_ray(tune_dir),
                                trainable=_trainable(spec, sweep_dir), resume_unfinished=True,
                                resume_errored=not restart_errored, restart_errored=restart_errored)
     tuner.fit()

@@ -11,9 +11,11 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -252,9 +254,15 @@ def test_injected_fault_is_retried_from_checkpoint_and_divergence_ends_one_trial
     failing = next(p.trial_name for p in points if p.params["train.lr"] == 2.0e-3)
     fault_step = 100  # between the checkpoints at evaluation steps 60 and 120
 
-    result = ablate("run", str(spec_path), "--out", str(tmp_path / "runs"), "--num-cpus", "2", "--quiet",
-                    env=cli_env(ABLATE_FAULT_STEP=str(fault_step), ABLATE_FAULT_TRIALS=healthy,
-                                ABLATE_FAULT_ALWAYS=failing))
+    worker_tmp = Path(tempfile.mkdtemp(prefix="wt", dir="/tmp"))  # short: Ray's socket paths live here
+    try:
+        result = ablate("run", str(spec_path), "--out", str(tmp_path / "runs"), "--num-cpus", "2", "--quiet",
+                        env=cli_env(ABLATE_FAULT_STEP=str(fault_step), ABLATE_FAULT_TRIALS=healthy,
+                                    ABLATE_FAULT_ALWAYS=failing, TMPDIR=str(worker_tmp)))
+        # the retries read their checkpoints in place: no copy of one is left behind in the temp dir
+        assert not list(worker_tmp.glob("checkpoint_tmp_*"))
+    finally:
+        shutil.rmtree(worker_tmp, ignore_errors=True)
     # the always-failing trial ends errored after max_failures = 1 retry: the sweep goes on, exit 1
     assert result.returncode == 1, result.stderr[-3000:]
     assert "1 trial(s) errored" in result.stderr
