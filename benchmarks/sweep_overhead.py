@@ -6,21 +6,26 @@ Prints, measured side by side in one run:
    as a fresh process (target <= 1.15 for trials of 30 s or more on 1 CPU each);
 2. parallel speed-up: the plain loop's time / `ablate run --num-cpus 2` (2 trials at once, 1 CPU each;
    target >= 1.7x on 2 cores);
+   and for both, the fixed cost (wall time less the span from the first trial's start to the last
+   trial's end: interpreter, Ray start-up and shutdown) and the ratios of the trials alone;
 3. ASHA vs the full grid on a toy beta sweep (VC coupling, beta grid): trial-steps spent (target <= 40%
    of the grid's), whether the grid's winner survives ASHA, and how much worse ASHA's pick (the best
    arm it trained to the end) is in the grid's own final numbers.
 
-    python benchmarks/sweep_overhead.py              # ~15 minutes on 2 idle cores
+    python benchmarks/sweep_overhead.py                    # ~22 minutes on 2 idle cores (~80 s trials)
+    python benchmarks/sweep_overhead.py --iterations 2000  # ~10 minutes (~27 s trials)
     python benchmarks/sweep_overhead.py --quick      # smoke run, numbers meaningless
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -93,21 +98,35 @@ def ablate_run(path: str, out: str, num_cpus: int) -> float:
     return time.perf_counter() - start
 
 
+def trials_span(sweep_dir: str) -> float:
+    """Seconds from the first trial's start to the last trial's end, from the store's attempt and
+    status records (1 s resolution): the sweep's wall time less Ray's start-up and shutdown."""
+    starts, ends = [], []
+    for trial in Path(sweep_dir, "metrics").iterdir():
+        attempt = json.loads((trial / "_attempt-001.json").read_text())
+        starts.append(datetime.fromisoformat(attempt["started"]))
+        ends.append(datetime.fromisoformat(json.loads((trial / "_status.json").read_text())["updated"]))
+    return (max(ends) - min(starts)).total_seconds()
+
+
 def plain_loop(path: str) -> None:
     """The same points trained one after another by the bare trainer (data, evaluator, Trainer.run;
-    no store, no checkpoints, no Ray), 1 thread as a trial gets."""
+    no store, no checkpoints, no Ray), 1 thread as a trial gets. Prints the seconds spent in trials."""
     spec = load_spec(path)
     torch.set_num_threads(1)
+    start = time.perf_counter()
     for point in spec.points():
         prepare_trial(spec.config_for(point.params, point.variant, point.seed), None).trainer.run()
+    print(time.perf_counter() - start)
 
 
-def timed_plain_loop(path: str) -> float:
-    """``plain_loop`` as a fresh process, so both sides pay interpreter start and imports."""
+def timed_plain_loop(path: str) -> tuple[float, float]:
+    """``plain_loop`` as a fresh process, so both sides pay interpreter start and imports; returns
+    (wall seconds, seconds in trials)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--plain-loop", path], check=True, cwd=ROOT,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return time.perf_counter() - start
+    done = subprocess.run([sys.executable, __file__, "--plain-loop", path], check=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    return time.perf_counter() - start, float(done.stdout.split()[-1])
 
 
 def trial_steps(sweep_dir: str) -> tuple[int, pd.DataFrame]:
@@ -125,7 +144,7 @@ def final_values(rows: pd.DataFrame, metric: str = "w2_1step") -> pd.Series:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny trials: checks the script runs")
-    parser.add_argument("--iterations", type=int, default=2000, help="steps per overhead trial")
+    parser.add_argument("--iterations", type=int, default=6000, help="steps per overhead trial")
     parser.add_argument("--beta-iterations", type=int, default=1600, help="steps per beta trial")
     parser.add_argument("--plain-loop", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -135,16 +154,24 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_spec(overhead_spec(iters), tmp)
-        loop_s = timed_plain_loop(path)
+        loop_s, loop_trials_s = timed_plain_loop(path)
         serial_s = ablate_run(path, os.path.join(tmp, "serial"), num_cpus=1)
-        loop2_s = timed_plain_loop(path)
+        loop2_s, loop2_trials_s = timed_plain_loop(path)
         parallel_s = ablate_run(path, os.path.join(tmp, "parallel"), num_cpus=2)
-        loop_mean = (loop_s + loop2_s) / 2
-        print(f"4 trials x {iters} steps: plain loop {loop_s:.1f}s / {loop2_s:.1f}s, "
-              f"ablate run 1 CPU {serial_s:.1f}s, ablate run 2 CPUs {parallel_s:.1f}s")
+        loop_mean, loop_trials = (loop_s + loop2_s) / 2, (loop_trials_s + loop2_trials_s) / 2
+        serial_span = trials_span(os.path.join(tmp, "serial", "overhead"))
+        parallel_span = trials_span(os.path.join(tmp, "parallel", "overhead"))
+        print(f"4 trials x {iters} steps: plain loop {loop_s:.1f}s / {loop2_s:.1f}s "
+              f"({loop_trials_s:.1f}s / {loop2_trials_s:.1f}s in trials), ablate run 1 CPU {serial_s:.1f}s "
+              f"({serial_span:.0f}s first trial start to last trial end), ablate run 2 CPUs "
+              f"{parallel_s:.1f}s ({parallel_span:.0f}s)")
         print(f"overhead ratio (ablate run, 1 CPU / plain loop): {serial_s / loop_mean:.3f}  (target <= 1.15)")
         print(f"parallel speed-up (plain loop / ablate run, 2 CPUs): {loop_mean / parallel_s:.2f}x  "
               "(target >= 1.7x)")
+        print(f"  fixed cost (wall less trial span): ablate run 1 CPU {serial_s - serial_span:.0f}s, "
+              f"2 CPUs {parallel_s - parallel_span:.0f}s, plain loop {loop_mean - loop_trials:.0f}s")
+        print(f"  trials alone: overhead {serial_span / loop_trials:.3f}, parallel speed-up "
+              f"{loop_trials / parallel_span:.2f}x")
 
         grid = write_spec(beta_spec(beta_iters, "fifo"), tmp)
         grid_s = ablate_run(grid, os.path.join(tmp, "grid"), num_cpus=2)
