@@ -3,14 +3,13 @@ no sweep directory and no Ray (run as subprocesses, each with a private RAY_TMPD
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from toy import ROOT, ablate_cli, cli_env
+
 BAD = ROOT / "tests" / "fixtures" / "bad_specs"
 TIMEOUT_S = 300
 
@@ -58,12 +57,6 @@ print(json.dumps(out))
 """
 
 
-def _env(ray_tmp: Path) -> dict[str, str]:
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
 def _check_one_line(name: str, code: int, stderr: str, stdout: str) -> str:
     lines = stderr.strip().splitlines()
     assert code == 2, (name, stderr)
@@ -83,7 +76,7 @@ def test_every_malformed_input_exits_2_with_its_own_message_and_starts_nothing(t
     jobs += [("profile", ["run", quickstart, "--out", out, "--profile", "gpu_farm"]),
              ("set", ["run", quickstart, "--out", out, "--set", "train.iterations=0"])]
     proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(jobs)], cwd=ROOT,
-                          env=_env(tmp_path / "ray"), capture_output=True, text=True,
+                          env=cli_env(RAY_TMPDIR=str(tmp_path / "ray")), capture_output=True, text=True,
                           timeout=TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
@@ -106,10 +99,8 @@ def test_every_malformed_input_exits_2_with_its_own_message_and_starts_nothing(t
 def test_malformed_file_as_a_process(tmp_path, name):
     """The real command line: process exit code 2, no --out directory, nothing under RAY_TMPDIR."""
     (tmp_path / "ray").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "ablate.cli", "run", str(BAD / name), "--out",
-                           str(tmp_path / "out"), "--num-cpus", "1"], cwd=ROOT,
-                          env=_env(tmp_path / "ray"), capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
+    proc = ablate_cli("run", str(BAD / name), "--out", str(tmp_path / "out"), "--num-cpus", "1",
+                      env=cli_env(RAY_TMPDIR=str(tmp_path / "ray")), timeout=TIMEOUT_S)
     _check_one_line(name, proc.returncode, proc.stderr, proc.stdout)
     assert not (tmp_path / "out").exists()
     assert list((tmp_path / "ray").iterdir()) == []

@@ -10,43 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
 import pytest
 
+from toy import ROOT, ablate_cli, toy_space, write_space
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-SWEEP_TIMEOUT_S = 540  # the machine is shared: Ray start-up alone can take a minute under load
 
-TINY_SPACE = """\
-name: {name}
-description: two trials on a toy set, small enough for a test
-base:
-  data: {{name: gmm2, n_train: 1000, n_holdout: 500}}
-  model: {{name: mlp, hidden: 64, depth: 2}}
-  kernel: {{name: li, sigma_min: 0.002, sigma_max: 0.1, sigma_data: 0.5}}
-  coupling: {{name: independent}}
-  discretization: {{name: ict, s0: 10, s1: 80}}
-  weighting: {{name: inv_dt}}
-  train: {{iterations: 100, batch_size: 128, lr: 1.0e-3, optimizer: radam, ema: [0.999]}}
-  eval: {{every: 50, steps: [1], samples: 500}}
-  log: {{report_every: 50}}
-space:
-  weighting.name: {{grid: [inv_dt, edm]}}
-seeds: [0]
-tune:
-  metric: w2_1step
-  mode: min
-  scheduler: fifo
-  searcher: grid
-  max_concurrent: 2
-  resources: {{cpu: 1, gpu: 0}}
-"""
+def tiny_space(directory: Path, name: str) -> Path:
+    """Two toy trials; ``device: auto``, so that a trial given a GPU would use it."""
+    return write_space(directory, toy_space(name, {"weighting.name": {"grid": ["inv_dt", "edm"]}},
+                                            base={"train": {"device": "auto"}}))
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +48,8 @@ def cluster(tmp_path_factory) -> Iterator[tuple]:
 
 def run_sweep(address: str, space: Path, store_uri: str, cwd: Path, *extra: str) -> None:
     cwd.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    cmd = [sys.executable, "-m", "ablate.cli", "run", str(space), "--address", address,
-           "--out", store_uri, "--quiet", *extra]
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S)
+    done = ablate_cli("run", str(space), "--address", address, "--out", store_uri, "--quiet", *extra,
+                      cwd=cwd)
     assert done.returncode == 0, done.stderr[-4000:]
 
 
@@ -93,8 +69,7 @@ def test_trials_use_both_nodes_and_a_fractional_gpu_trial_lands_on_the_gpu_node(
     store_uri = store.as_uri()
     driver_cwd = tmp_path / "driver"
 
-    cpu_space = tmp_path / "cpu_trials.yaml"
-    cpu_space.write_text(TINY_SPACE.format(name="cpu_trials"))
+    cpu_space = tiny_space(tmp_path, "cpu_trials")
     run_sweep(two_nodes.address, cpu_space, store_uri, driver_cwd,
               "--set", "train.iterations=400")  # long enough to overlap the other's start-up
     rows = pd.read_parquet(store / "cpu_trials" / "results.parquet")
@@ -107,8 +82,7 @@ def test_trials_use_both_nodes_and_a_fractional_gpu_trial_lands_on_the_gpu_node(
     assert set(rows["node_id"]) == {head.node_id, gpu_node.node_id}
     assert (rows["ray_gpu_ids"] == "").all() and (rows["device"] == "cpu").all()
 
-    gpu_space = tmp_path / "gpu_trials.yaml"
-    gpu_space.write_text(TINY_SPACE.format(name="gpu_trials"))
+    gpu_space = tiny_space(tmp_path, "gpu_trials")
     run_sweep(two_nodes.address, gpu_space, store_uri, driver_cwd,
               "--set", "tune.resources={cpu: 0.5, gpu: 0.5}",
               "--set", "train.iterations=400")  # long enough to overlap the other's start-up

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,36 +19,13 @@ import psutil
 import pytest
 
 from ablate.spec import load_spec
+from toy import ROOT, ablate_cmd, cli_env, toy_space, write_space
 
-REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600
 ITERATIONS, REPORT_EVERY, EVAL_EVERY = 300, 20, 60
-SPEC = f"""\
-name: node_loss
-description: node-loss test (toy 2-D data, small MLP)
-base:
-  data: {{name: gmm2, n_train: 2000, n_holdout: 500}}
-  model: {{name: mlp, hidden: 64, depth: 2}}
-  kernel: {{name: li, sigma_min: 0.002, sigma_max: 0.1, sigma_data: 0.5}}
-  coupling: {{name: independent}}
-  discretization: {{name: ict, s0: 10, s1: 80}}
-  weighting: {{name: inv_dt}}
-  train: {{iterations: {ITERATIONS}, batch_size: 128, lr: 1.0e-3, optimizer: radam, ema: [0.999],
-          device: cpu}}
-  eval: {{every: {EVAL_EVERY}, steps: [1], samples: 500}}
-  log: {{report_every: {REPORT_EVERY}}}
-space:
-  weighting.name: {{grid: [inv_dt, edm]}}
-seeds: [0]
-tune:
-  metric: w2_1step
-  mode: min
-  scheduler: fifo
-  searcher: grid
-  max_concurrent: 2
-  max_failures: 2
-  resources: {{cpu: 1, gpu: 0}}
-"""
+SPACE = toy_space("node_loss", {"weighting.name": {"grid": ["inv_dt", "edm"]}}, iterations=ITERATIONS,
+                  eval_every=EVAL_EVERY, report_every=REPORT_EVERY, base={"data": {"n_train": 2000}},
+                  tune={"max_failures": 2})
 
 
 def trial_processes(node) -> list[psutil.Process]:
@@ -70,12 +45,10 @@ def rows_written(sweep: Path) -> dict[str, int]:
 def test_losing_the_node_of_a_running_trial_still_completes_every_trial(tmp_path: Path) -> None:
     from ray.cluster_utils import Cluster
 
-    spec_path = tmp_path / "node_loss.yaml"
-    spec_path.write_text(SPEC)
+    spec_path = write_space(tmp_path, SPACE)
     trials = [p.trial_name for p in load_spec(str(spec_path)).points()]
     sweep = tmp_path / "runs" / "node_loss"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ABLATE_", "RAY_ADDRESS"))}
-    env.update(PYTHONPATH=str(REPO), CI="1", TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0")
+    env = cli_env(CI="1", TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0")
 
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 1, "include_dashboard": False})
@@ -83,9 +56,9 @@ def test_losing_the_node_of_a_running_trial_still_completes_every_trial(tmp_path
     driver = None
     try:
         worker = cluster.add_node(num_cpus=2)
-        driver = subprocess.Popen([sys.executable, "-m", "ablate.cli", "run", str(spec_path), "--out",
-                                   str(tmp_path / "runs"), "--address", cluster.address, "--quiet"],
-                                  cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        driver = subprocess.Popen(ablate_cmd("run", str(spec_path), "--out", str(tmp_path / "runs"),
+                                             "--address", cluster.address, "--quiet"),
+                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # wait until a trial runs on the worker node past its first checkpoint (evaluation at step 60)
         deadline = time.monotonic() + TIMEOUT_S
         while True:

@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -25,34 +22,9 @@ from ablate.spec import load_spec
 from ablate.storage import local_path
 from ablate.sweep import SPEC_FILE, SWEEP_FILE, point_columns
 from ablate.trial import prepare_trial, run_trial
+from toy import ablate_cli, cli_env, toy_space, write_space
 
-ROOT = Path(__file__).resolve().parents[1]
-SWEEP_TIMEOUT_S = 540
-
-TINY_SPACE = """\
-name: tiny_store
-description: two trials on a toy set, small enough for a test
-base:
-  data: {name: gmm2, n_train: 1000, n_holdout: 500}
-  model: {name: mlp, hidden: 64, depth: 2}
-  kernel: {name: li, sigma_min: 0.002, sigma_max: 0.1, sigma_data: 0.5}
-  coupling: {name: independent}
-  discretization: {name: ict, s0: 10, s1: 80}
-  weighting: {name: inv_dt}
-  train: {iterations: 100, batch_size: 128, lr: 1.0e-3, optimizer: radam, ema: [0.999], device: cpu}
-  eval: {every: 50, steps: [1], samples: 500}
-  log: {report_every: 50}
-space:
-  weighting.name: {grid: [inv_dt, edm]}
-seeds: [0]
-tune:
-  metric: w2_1step
-  mode: min
-  scheduler: fifo
-  searcher: grid
-  max_concurrent: 2
-  resources: {cpu: 1, gpu: 0}
-"""
+TINY_SPACE = toy_space("tiny_store", {"weighting.name": {"grid": ["inv_dt", "edm"]}})
 
 
 def uri_forms(directory: Path) -> dict[str, str]:
@@ -84,8 +56,7 @@ def sweep_without_ray(tmp_path_factory) -> tuple[Path, set[str]]:
     """A sweep directory written as a sweep writes it (record, spec copy, store rows through a
     ``file://`` URI), with the trials run in-process instead of by Ray."""
     tmp_path = tmp_path_factory.mktemp("sweep")
-    space = tmp_path / "tiny_store.yaml"
-    space.write_text(TINY_SPACE)
+    space = write_space(tmp_path, TINY_SPACE)
     overrides = {"train.iterations": 50}  # one evaluation row and the final one per trial
     spec = load_spec(space, overrides=overrides)
     sweep_dir = tmp_path / "remote store" / "tiny_store"
@@ -96,7 +67,7 @@ def sweep_without_ray(tmp_path_factory) -> tuple[Path, set[str]]:
         setup = prepare_trial(cfg, None, point_columns(point, spec))
         run_trial(setup, sweep_uri, point.trial_name)
         trial_ids.add(point.trial_name)
-    (sweep_dir / SPEC_FILE).write_text(TINY_SPACE)
+    shutil.copyfile(space, sweep_dir / SPEC_FILE)
     (sweep_dir / SWEEP_FILE).write_text(json.dumps(
         {"name": spec.name, "source": str(space), "profile": None, "overrides": overrides}))
     return sweep_dir, trial_ids
@@ -141,24 +112,15 @@ def test_status_collect_figures_read_the_sweep_uri(sweep_without_ray, form, tmp_
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_run_to_a_uri_store_then_read_it_back(tmp_path, monkeypatch, capsys):
+def test_run_to_a_uri_store_then_read_it_back(tmp_path, ray_tmp, monkeypatch, capsys):
     """``ablate run --out local:///...``: the non-``file://`` path, as for an object store."""
-    space = tmp_path / "tiny_store.yaml"
-    space.write_text(TINY_SPACE)
+    space = write_space(tmp_path, TINY_SPACE)
     store = tmp_path / "remote store"
     out_uri = uri_forms(store)["local"]
     cwd = tmp_path / "driver"
     cwd.mkdir()
-    ray_tmp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp}
-    env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "ablate.cli", "run", str(space), "--out", out_uri, "--num-cpus", "2",
-           "--quiet"]
-    try:
-        done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=SWEEP_TIMEOUT_S)
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    done = ablate_cli("run", str(space), "--out", out_uri, "--num-cpus", "2", "--quiet", cwd=cwd,
+                      env=cli_env(RAY_TMPDIR=ray_tmp))
     assert done.returncode == 0, done.stderr[-4000:]
     sweep_dir = store / "tiny_store"
     assert f"results: {out_uri}/tiny_store/results.parquet" in done.stdout

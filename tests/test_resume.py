@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,44 +23,16 @@ import pandas as pd
 import pytest
 
 from ablate.spec import load_spec
+from toy import ROOT, ablate_cli, ablate_cmd, cli_env, toy_space, write_space
 
-REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600
-
-SPEC = """\
-name: tiny
-description: resume tests (toy 2-D data, small MLP)
-base:
-  data: {{name: gmm2, n_train: 2000, n_holdout: 500}}
-  model: {{name: mlp, hidden: 64, depth: 2}}
-  kernel: {{name: li, sigma_min: 0.002, sigma_max: 0.1, sigma_data: 0.5}}
-  coupling: {{name: independent}}
-  discretization: {{name: ict, s0: 10, s1: 80}}
-  weighting: {{name: inv_dt}}
-  train: {{iterations: {iterations}, batch_size: 128, lr: 1.0e-3, optimizer: radam, ema: [0.999],
-          device: cpu}}
-  eval: {{every: {eval_every}, steps: [1], samples: 500}}
-  log: {{report_every: {report_every}}}
-space:
-{space}
-seeds: [0]
-tune:
-  metric: w2_1step
-  mode: min
-  scheduler: fifo
-  searcher: grid
-  max_concurrent: 2
-  max_failures: 1
-  resources: {{cpu: 1, gpu: 0}}
-"""
 ITERATIONS, REPORT_EVERY, EVAL_EVERY = 300, 20, 60
 
 
-def write_spec(directory: Path, space: str) -> Path:
-    path = directory / "tiny.yaml"
-    path.write_text(SPEC.format(iterations=ITERATIONS, eval_every=EVAL_EVERY, report_every=REPORT_EVERY,
-                                space=space))
-    return path
+def write_spec(directory: Path, space: dict) -> Path:
+    return write_space(directory, toy_space(
+        "tiny", space, iterations=ITERATIONS, eval_every=EVAL_EVERY, report_every=REPORT_EVERY,
+        base={"data": {"n_train": 2000}}, tune={"max_failures": 1}))
 
 
 def report_steps(last: int = ITERATIONS) -> list[int]:
@@ -70,23 +41,20 @@ def report_steps(last: int = ITERATIONS) -> list[int]:
     return sorted(s for s in steps if s <= last)
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ABLATE_", "RAY_ADDRESS"))}
-    env.update(PYTHONPATH=str(REPO), TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0", **extra)
-    return env
+def driver_env(**extra: str) -> dict[str, str]:
+    """The CLI's environment, without Tune's warning that syncing experiment state is slow."""
+    return cli_env(TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0", **extra)
 
 
 def ablate(*args: str, env: Optional[dict[str, str]] = None, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ablate.cli", *args], cwd=REPO, env=env or cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return ablate_cli(*args, env=env or driver_env(), timeout=timeout)
 
 
 def start_driver(*args: str) -> subprocess.Popen:
     """An ``ablate`` driver in its own session, so that its process group holds exactly the Ray
     head processes it starts (gcs, raylet, agents)."""
-    return subprocess.Popen([sys.executable, "-m", "ablate.cli", *args], cwd=REPO, env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(ablate_cmd(*args), cwd=ROOT, env=driver_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def wait_for(condition: Callable[[], bool], what: str, driver: subprocess.Popen, timeout: float = TIMEOUT_S) -> None:
@@ -197,7 +165,7 @@ def check_integrity(sweep: Path, expected_steps: dict[str, list[int]]) -> pd.Dat
 @pytest.mark.ray
 @pytest.mark.slow
 def test_driver_sigkill_then_resume_at_two_moments(tmp_path: Path) -> None:
-    space = "  weighting.name: {grid: [inv_dt, edm, uniform]}"
+    space = {"weighting.name": {"grid": ["inv_dt", "edm", "uniform"]}}
     spec_path = write_spec(tmp_path, space)
     trials = [p.trial_name for p in load_spec(str(spec_path)).points()]
     sweep = tmp_path / "runs" / "tiny"
@@ -215,7 +183,7 @@ def test_driver_sigkill_then_resume_at_two_moments(tmp_path: Path) -> None:
              "one trial to complete in the resumed sweep", driver)
     kill_driver(driver)
 
-    done = ablate("resume", str(sweep), "--quiet", env=cli_env(CI="1"))
+    done = ablate("resume", str(sweep), "--quiet", env=driver_env(CI="1"))
     assert done.returncode == 0, done.stderr[-3000:]
     rows = check_integrity(sweep, {t: report_steps() for t in trials})
     finals = rows.sort_values("step").groupby("trial_id")["status"].last()
@@ -247,7 +215,7 @@ def test_resume_refuses_a_directory_that_is_not_a_sweep(tmp_path: Path) -> None:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_injected_fault_is_retried_from_checkpoint_and_divergence_ends_one_trial(tmp_path: Path) -> None:
-    spec_path = write_spec(tmp_path, "  train.lr: {grid: [1.0e-3, 1.0e+6, 2.0e-3]}")
+    spec_path = write_spec(tmp_path, {"train.lr": {"grid": [1.0e-3, 1.0e+6, 2.0e-3]}})
     points = load_spec(str(spec_path)).points()
     healthy = next(p.trial_name for p in points if p.params["train.lr"] == 1.0e-3)
     diverging = next(p.trial_name for p in points if p.params["train.lr"] == 1.0e+6)
@@ -257,7 +225,7 @@ def test_injected_fault_is_retried_from_checkpoint_and_divergence_ends_one_trial
     worker_tmp = Path(tempfile.mkdtemp(prefix="wt", dir="/tmp"))  # short: Ray's socket paths live here
     try:
         result = ablate("run", str(spec_path), "--out", str(tmp_path / "runs"), "--num-cpus", "2", "--quiet",
-                        env=cli_env(ABLATE_FAULT_STEP=str(fault_step), ABLATE_FAULT_TRIALS=healthy,
+                        env=driver_env(ABLATE_FAULT_STEP=str(fault_step), ABLATE_FAULT_TRIALS=healthy,
                                     ABLATE_FAULT_ALWAYS=failing, TMPDIR=str(worker_tmp)))
         # the retries read their checkpoints in place: no copy of one is left behind in the temp dir
         assert not list(worker_tmp.glob("checkpoint_tmp_*"))
@@ -301,7 +269,7 @@ def test_resuming_from_the_checkpoint_of_a_finished_trial_writes_nothing(tmp_pat
     from ablate.results import trial_status
     from ablate.trial import prepare_trial, run_trial
 
-    spec = load_spec(str(write_spec(tmp_path, "  weighting.name: {grid: [inv_dt]}")),
+    spec = load_spec(str(write_spec(tmp_path, {"weighting.name": {"grid": ["inv_dt"]}})),
                      overrides={"train.iterations": 40, "eval.every": 20})
     checkpoint = str(tmp_path / "trainer.pt")
 

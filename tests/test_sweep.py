@@ -11,13 +11,7 @@ Ray process it started is gone afterwards. Two sweeps in all (~1-2 min each on 2
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-import tempfile
-import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -27,99 +21,38 @@ import torch
 from ablate.results import read_rows
 from ablate.spec import load_spec
 from ablate.trial import prepare_trial, run_trial
-
-ROOT = Path(__file__).resolve().parents[1]
-SWEEP_TIMEOUT_S = 540
+from toy import SWEEP_TIMEOUT_S, ablate_cli, cli_env, toy_space, write_space
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TOY_BASE = """
-base:
-  data: {name: gmm2, n_train: 1000, n_holdout: 500}
-  model: {name: mlp, hidden: 128, depth: 2}
-  kernel: {name: li, sigma_min: 0.002, sigma_max: 0.1, sigma_data: 0.5}
-  coupling: {name: independent}
-  discretization: {name: ict, s0: 10, s1: 20}
-  weighting: {name: inv_dt}
-  train: {iterations: 1000, batch_size: 128, lr: 1.0e-3, ema: [0.99], device: cpu}
-  eval: {every: 500, steps: [1], samples: 500, grid: false}
-  log: {report_every: 50}
-"""
+# a fast EMA (0.99): after 50 steps the evaluated model already shows what the learning rate did
+BASE = {"model": {"hidden": 128}, "discretization": {"s1": 20}, "train": {"ema": [0.99]},
+        "eval": {"grid": False}}
 
-CONDITIONAL = "name: conditional\n" + TOY_BASE + """
-space:
-  coupling.name: {grid: [independent, vc]}
-  coupling.beta: {grid: [5.0], when: {coupling.name: vc}}
-seeds: [0, 1]
-tune: {metric: w2_1step, mode: min, max_concurrent: 2, resources: {cpu: 1, gpu: 0}}
-profiles:
-  small: {model.hidden: 64, train.iterations: 400}
-"""
+CONDITIONAL = toy_space(
+    "conditional",
+    {"coupling.name": {"grid": ["independent", "vc"]},
+     "coupling.beta": {"grid": [5.0], "when": {"coupling.name": "vc"}}},
+    iterations=1000, eval_every=500, base=BASE, seeds=[0, 1],
+    profiles={"small": {"model.hidden": 64, "train.iterations": 400}})
 
 # lr 1e-7 leaves the model as it was initialised: its W2 after the first evaluation is clearly worse
-ASHA = "name: asha\n" + TOY_BASE + """
-variants:
-  learns: {train.lr: 1.0e-3}
-  frozen: {train.lr: 1.0e-7}
-seeds: [0, 1]
-tune:
-  metric: w2_1step
-  mode: min
-  scheduler: {name: asha, grace_period: 1, reduction_factor: 2}
-  max_concurrent: 1
-  resources: {cpu: 1, gpu: 0}
-"""
-
-
-def _ray_pids(marker: str) -> list[int]:
-    """Processes whose command line mentions ``marker`` (the test's own RAY_TMPDIR)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            pids.append(int(entry.name))
-    return pids
+ASHA = toy_space(
+    "asha", iterations=1000, eval_every=500, base=BASE,
+    variants={"learns": {"train.lr": 1.0e-3}, "frozen": {"train.lr": 1.0e-7}}, seeds=[0, 1],
+    tune={"scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2}, "max_concurrent": 1})
 
 
 def run_cli(args: list[str], ray_tmp: str, timeout: float = SWEEP_TIMEOUT_S
             ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, "-m", "ablate.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return ablate_cli(*args, env=cli_env(RAY_TMPDIR=ray_tmp), timeout=timeout)
 
 
-@pytest.fixture
-def ray_tmp():
-    """A short RAY_TMPDIR (unix socket paths are limited to ~107 characters); afterwards no process
-    started under it may be left running."""
-    path = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    yield path
-    deadline = time.monotonic() + 60
-    while _ray_pids(path) and time.monotonic() < deadline:
-        time.sleep(1)
-    left = _ray_pids(path)
-    for pid in left:  # ours: their command lines name our private RAY_TMPDIR
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-    shutil.rmtree(path, ignore_errors=True)
-    assert not left, f"Ray processes still running after the sweep: {left}"
-
-
-def sweep(tmp_path: Path, ray_tmp: str, text: str, *extra: str) -> Path:
-    """Run the search-space ``text`` to completion; return its sweep directory."""
-    spec = tmp_path / "sweep.yaml"
-    spec.write_text(textwrap.dedent(text))
+def sweep(tmp_path: Path, ray_tmp: str, spec: dict, *extra: str) -> Path:
+    """Run the search space ``spec`` to completion; return its sweep directory."""
     out = tmp_path / "runs"
-    proc = run_cli(["run", str(spec), "--out", str(out), "--num-cpus", "2", "--quiet", *extra],
-                   ray_tmp)
+    proc = run_cli(["run", str(write_space(tmp_path, spec)), "--out", str(out), "--num-cpus", "2",
+                    "--quiet", *extra], ray_tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (sweep_dir,) = list(out.iterdir())
     return sweep_dir
