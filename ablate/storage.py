@@ -9,7 +9,9 @@ pyarrow's dataset discovery, which skips names starting with ``_`` or ``.``) ign
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -17,6 +19,7 @@ import pyarrow.fs as pafs
 # Native pyarrow filesystems and fsspec protocols whose writes are atomic object puts.
 _OBJECT_STORE_TYPES = {"s3", "gcs", "abfs"}
 _OBJECT_STORE_PROTOCOLS = {"s3", "s3a", "gs", "gcs", "abfs", "az", "memory"}
+_CHUNK = 16 << 20  # bytes per read/write when copying a file
 
 
 def resolve(location: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
@@ -57,22 +60,43 @@ def _writes_are_object_puts(fs: pafs.FileSystem) -> bool:
     return fs.type_name in _OBJECT_STORE_TYPES
 
 
-def put(fs: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None:
-    """Write ``data`` to ``path`` (its directory exists) so that readers see the whole file or nothing."""
+def _write_whole(fs: pafs.FileSystem, path: str, fill: Callable[[pa.NativeFile], None]) -> None:
+    """Write ``path`` (its directory exists) with ``fill(stream)`` so that readers see the whole file or
+    nothing: a new object on object stores, elsewhere a temporary file renamed into place."""
     if _writes_are_object_puts(fs):
         with fs.open_output_stream(path, compression=None) as stream:
-            stream.write(data)
+            fill(stream)
         return
     directory, name = path.rsplit("/", 1)
     temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
     try:
         with fs.open_output_stream(temporary, compression=None) as stream:
-            stream.write(data)
+            fill(stream)
         fs.move(temporary, path)
     except Exception:
         if fs.get_file_info(temporary).type != pafs.FileType.NotFound:
             fs.delete_file(temporary)
         raise
+
+
+def put(fs: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None:
+    """Write ``data`` to ``path`` (its directory exists) so that readers see the whole file or nothing."""
+    _write_whole(fs, path, lambda stream: stream.write(data))
+
+
+def upload(local_file: str, location: str) -> None:
+    """Copy a local file to a path or URI, whole or not at all, streamed (checkpoints can be large)."""
+    fs, path = resolve(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with open(local_file, "rb") as source:
+        _write_whole(fs, path, lambda stream: shutil.copyfileobj(source, stream, _CHUNK))
+
+
+def download(location: str, local_file: str) -> None:
+    """Copy a file at a path or URI to a local file, streamed."""
+    fs, path = resolve(location)
+    with fs.open_input_stream(path, compression=None) as source, open(local_file, "wb") as target:
+        shutil.copyfileobj(source, target, _CHUNK)
 
 
 def write_file(location: str, data: bytes | pa.Buffer, filesystem: pafs.FileSystem | None = None) -> None:

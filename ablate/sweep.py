@@ -29,18 +29,17 @@ from typing import Any, Callable, Optional
 import pandas as pd
 import pyarrow.fs as pafs
 import ray
-import torch
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from . import results, storage
 from .spec import Point, SweepSpec, load_spec, make_point
-from .trial import prepare_trial, run_trial
 
 log = logging.getLogger(__name__)
 
 SWEEP_FILE, SPEC_FILE, TUNE_DIR = "sweep.json", "spec.yaml", "tune"
+STATE_DIR = "checkpoints"  # <sweep>/checkpoints/<trial_id>.pt: each trial's latest trainer state
 #: test-only fault injection at report step ABLATE_FAULT_STEP: once (first attempt) in trials whose
 #: name contains ABLATE_FAULT_TRIALS (all trials if unset), on every attempt in trials whose name
 #: contains ABLATE_FAULT_ALWAYS (so they end errored when their retries run out)
@@ -114,6 +113,12 @@ def _ray_metrics(row: dict[str, Any]) -> dict[str, Any]:
 
 def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str) -> None:
     """The Ray Tune trainable: one point of the search space, one seed."""
+    # imported here, in the trial's worker: the driver (and `ablate status`) never trains, and torch
+    # with the evaluation stack (POT loads scikit-learn and scipy.stats) costs it ~3 s to import
+    import torch
+
+    from .trial import prepare_trial, run_trial
+
     point = _point_of(config, spec)
     context = tune.get_context()
     trial_id = point.trial_name if "point" in config else f"{context.get_trial_name()}"
@@ -132,8 +137,13 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str) -> None
     setup = prepare_trial(cfg, sweep_dir, {**point_columns(point, spec), **placement}, device,
                           pictures_under=f"samples/{trial_id}")  # next to the store, wherever that is
 
-    checkpoint = tune.get_checkpoint()
-    first_attempt = checkpoint is None and not _store_has_rows(sweep_dir, trial_id)
+    # Tune's checkpoints are markers ("this trial has state to continue from"); the state itself is one
+    # file per trial in the store, replaced whole at each checkpoint. Tune deletes old checkpoints before
+    # its experiment state on storage stops naming them, so a driver killed in between would leave a
+    # resume that restores from (or deletes) a checkpoint that is gone; markers are never deleted.
+    state_file = storage.join(sweep_dir, STATE_DIR, f"{trial_id}.pt")
+    resume = tune.get_checkpoint() is not None
+    first_attempt = not resume and not _store_has_rows(sweep_dir, trial_id)
     metric, every = spec.tune.metric, cfg.log.checkpoint_every
     state = {"reports": 0, "last": math.nan}
 
@@ -150,14 +160,39 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str) -> None
         if row["status"] == "diverged" or not (final or state["reports"] % every == 0):
             tune.report(values)
             return
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer.save(os.path.join(tmp, "trainer.pt"))
-            tune.report(values, checkpoint=tune.Checkpoint.from_directory(tmp))
+        _save_state(trainer, state_file)
+        with tempfile.TemporaryDirectory() as marker:
+            with open(os.path.join(marker, "step.json"), "w") as out:
+                json.dump({"step": row["step"], "state": state_file}, out)
+            tune.report(values, checkpoint=tune.Checkpoint.from_directory(marker))
 
-    # as_directory: the checkpoint itself when it is on this node, else a download removed afterwards
-    with checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext() as resume_dir:
-        resume_from = os.path.join(resume_dir, "trainer.pt") if resume_dir else None
+    if resume and not storage.exists(state_file):
+        raise RuntimeError(f"{state_file}: missing: Ray Tune has a checkpoint of trial {trial_id} but "
+                           "the trainer state it marks is gone")
+    with _local_copy(state_file) if resume else contextlib.nullcontext() as resume_from:
         run_trial(setup, sweep_dir, trial_id, resume_from=resume_from, on_report=report)
+
+
+def _save_state(trainer, location: str) -> None:
+    """The trainer's state to ``location``, replacing the previous one whole (never half-written)."""
+    if storage.is_local(location):
+        trainer.save(storage.local_path(location))  # a temporary file renamed into place
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer.save(os.path.join(tmp, "trainer.pt"))
+        storage.upload(os.path.join(tmp, "trainer.pt"), location)
+
+
+@contextlib.contextmanager
+def _local_copy(location: str):
+    """A local path to the file at ``location``: itself when local, else a download removed afterwards."""
+    if storage.is_local(location):
+        yield storage.local_path(location)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, os.path.basename(location))
+        storage.download(location, path)
+        yield path
 
 
 def _store_has_rows(sweep_dir: str, trial_id: str) -> bool:
@@ -371,7 +406,7 @@ def _run_config(spec: SweepSpec, sweep_dir: str, quiet: bool) -> tune.RunConfig:
     return tune.RunConfig(
         name=TUNE_DIR, storage_path=_for_ray(sweep_dir),
         failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        checkpoint_config=tune.CheckpointConfig(),  # markers only, all kept: see train_point
         callbacks=callbacks, verbose=0)
 
 

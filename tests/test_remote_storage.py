@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +24,7 @@ from ablate.spec import load_spec
 from ablate.storage import local_path
 from ablate.sweep import SPEC_FILE, SWEEP_FILE, point_columns
 from ablate.trial import prepare_trial, run_trial
-from toy import ablate_cli, cli_env, toy_space, write_space
+from toy import ROOT, ablate_cli, cli_env, toy_space, write_space
 
 TINY_SPACE = toy_space("tiny_store", {"weighting.name": {"grid": ["inv_dt", "edm"]}})
 
@@ -87,6 +89,21 @@ def test_status_shows_errors_only_where_there_are_some(sweep_without_ray, tmp_pa
     failed = next(line for line in table.splitlines() if line.startswith("failed_at_start"))
     assert failed.split()[1] == "-/50" and "errored" in failed
     assert "nan" not in table.lower() and "<NA>" not in table
+
+
+def test_status_does_not_load_the_evaluation_stack(sweep_without_ray):
+    """The sweep driver and ``ablate status`` never train or evaluate: the trial and evaluation code,
+    POT (which loads scikit-learn and scipy.stats) and torchvision are imported only inside trial
+    workers. (torch itself is: validating a config consults the kernel registry.)"""
+    code = ("import contextlib, io, json, sys\nfrom ablate.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert main(['status', {str(sweep_without_ray[0])!r}]) == 0\n"
+            "print(json.dumps(sorted(set(sys.modules) & "
+            "{'ablate.trial', 'ablate.evaluation', 'ot', 'sklearn', 'torchvision'})))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == []
 
 
 def test_local_path_decodes_file_uris():

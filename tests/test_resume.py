@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pandas as pd
 import pytest
@@ -50,21 +50,23 @@ def ablate(*args: str, env: Optional[dict[str, str]] = None, timeout: float = TI
     return ablate_cli(*args, env=env or driver_env(), timeout=timeout)
 
 
-def start_driver(*args: str) -> subprocess.Popen:
+def start_driver(*args: str, **env: str) -> subprocess.Popen:
     """An ``ablate`` driver in its own session, so that its process group holds exactly the Ray
     head processes it starts (gcs, raylet, agents)."""
-    return subprocess.Popen(ablate_cmd(*args), cwd=ROOT, env=driver_env(), stdout=subprocess.DEVNULL,
+    return subprocess.Popen(ablate_cmd(*args), cwd=ROOT, env=driver_env(**env), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def wait_for(condition: Callable[[], bool], what: str, driver: subprocess.Popen, timeout: float = TIMEOUT_S) -> None:
+def wait_for(condition: Callable[[], Any], what: str, driver: subprocess.Popen, timeout: float = TIMEOUT_S) -> Any:
+    """Poll ``condition`` until it returns something true, and return that."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (value := condition()):
         if driver.poll() is not None:
             pytest.fail(f"the driver exited ({driver.returncode}) before {what}: {driver.stderr.read()[-3000:]}")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.3)
+    return value
 
 
 def _alive(pid: int) -> bool:
@@ -123,6 +125,22 @@ def attempts_on_disk(sweep: Path) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+def tune_state(sweep: Path) -> Path:
+    """Ray Tune's latest experiment state file in the sweep (trials, their checkpoints, searcher);
+    each driver session writes its own, named by the time it started."""
+    return max((sweep / "tune").glob("experiment_state-*.json"))
+
+
+def whole_state_naming_a_checkpoint(sweep: Path) -> Optional[bytes]:
+    """The latest experiment state if it is whole (Tune copies it in place) and names a checkpoint."""
+    try:
+        state = tune_state(sweep).read_bytes()
+        json.loads(state)
+    except (ValueError, OSError):
+        return None
+    return state if b"checkpoint_dir_name" in state else None  # a trial's last result had one
+
+
 def statuses_on_disk(sweep: Path) -> dict[str, str]:
     out = {}
     for f in glob.glob(str(sweep / "metrics" / "*" / "_status.json")):
@@ -178,10 +196,16 @@ def test_driver_sigkill_then_resume_at_two_moments(tmp_path: Path) -> None:
     assert set(statuses_on_disk(sweep).values()) <= {"running"}  # nobody finished (or marked it)
 
     # moment 2: during the resumed sweep, once a trial has completed and another has not
-    driver = start_driver("resume", str(sweep), "--quiet")
+    # Tune saving its experiment state every second (not ~10 s), keep a copy that names a checkpoint
+    driver = start_driver("resume", str(sweep), "--quiet", TUNE_GLOBAL_CHECKPOINT_S="1")
+    stale = wait_for(lambda: whole_state_naming_a_checkpoint(sweep), "Tune's state to name a checkpoint",
+                     driver)
     wait_for(lambda: 0 < list(statuses_on_disk(sweep).values()).count("completed") < len(trials),
              "one trial to complete in the resumed sweep", driver)
     kill_driver(driver)
+    # a driver killed just after Tune replaced checkpoints leaves a state that names checkpoints
+    # written several evaluations ago: resuming from it must neither fail nor lose or repeat rows
+    tune_state(sweep).write_bytes(stale)
 
     done = ablate("resume", str(sweep), "--quiet", env=driver_env(CI="1"))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -200,7 +224,7 @@ def test_driver_sigkill_then_resume_at_two_moments(tmp_path: Path) -> None:
 
     # Tune's state cut short by a driver killed while copying it: refused with the file's name
     spec_path.write_text(spec_path.read_text().replace("max_concurrent: 3", "max_concurrent: 2"))
-    state = next((sweep / "tune").glob("experiment_state-*.json"))
+    state = tune_state(sweep)
     state.write_bytes(state.read_bytes()[:100])
     refused = ablate("resume", str(sweep), timeout=120)
     assert refused.returncode == 2 and "unreadable" in refused.stderr and state.name in refused.stderr
