@@ -164,6 +164,16 @@ def mark_status(root: str, trial_id: str, status: str, step: int | None = None, 
     writer.set_status(status, step=step, error=error)
 
 
+def current_status(root: str, trial_id: str, filesystem: pafs.FileSystem | None = None) -> str | None:
+    """The status in the trial's ``_status.json`` (None before it has one)."""
+    fs, root_path = resolve(root, filesystem)
+    try:
+        with fs.open_input_stream(f"{root_path}/metrics/{trial_id}/{_STATUS_FILE}") as source:
+            return json.loads(source.read())["status"]
+    except FileNotFoundError:
+        return None
+
+
 def _read_rows_file(fs: pafs.FileSystem, path: str) -> pa.Table:
     """One append file, with all-null columns retyped as null so that they unify with any type."""
     with fs.open_input_file(path) as source:

@@ -387,9 +387,11 @@ class StatusWriter(tune.Callback):
                 else str(trial))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        last = trial.last_result or {}
-        if last.get("status") == "running":
-            results.mark_status(self.sweep_dir, self._trial_id(trial), "stopped_early", step=last.get("step"))
+        last, trial_id = trial.last_result or {}, self._trial_id(trial)
+        # Tune's last result can be older than the trial: resumed from a stale experiment state, a
+        # trial whose stored state had already finished ends without reporting; its own record decides
+        if last.get("status") == "running" and results.current_status(self.sweep_dir, trial_id) == "running":
+            results.mark_status(self.sweep_dir, trial_id, "stopped_early", step=last.get("step"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = None

@@ -188,24 +188,24 @@ def test_driver_sigkill_then_resume_at_two_moments(tmp_path: Path) -> None:
     trials = [p.trial_name for p in load_spec(str(spec_path)).points()]
     sweep = tmp_path / "runs" / "tiny"
 
-    # moment 1: the first two trials are training (rows past step 0), the third is pending
-    driver = start_driver("run", str(spec_path), "--out", str(tmp_path / "runs"), "--num-cpus", "2", "--quiet")
-    wait_for(lambda: len(glob.glob(str(sweep / "metrics" / "*" / "a001-00000002.parquet"))) >= 1,
-             "the first trials to report", driver)
-    kill_driver(driver)
-    assert set(statuses_on_disk(sweep).values()) <= {"running"}  # nobody finished (or marked it)
-
-    # moment 2: during the resumed sweep, once a trial has completed and another has not
-    # Tune saving its experiment state every second (not ~10 s), keep a copy that names a checkpoint
-    driver = start_driver("resume", str(sweep), "--quiet", TUNE_GLOBAL_CHECKPOINT_S="1")
+    # moment 1: the first two trials are training (past their third checkpoint), the third is pending.
+    # With Tune saving its experiment state every second (not ~10 s), keep a copy that names a
+    # checkpoint; put it back after the kill, as a driver killed just after Tune replaced checkpoints
+    # would leave it: resuming from it must neither fail nor lose or repeat rows
+    driver = start_driver("run", str(spec_path), "--out", str(tmp_path / "runs"), "--num-cpus", "2", "--quiet",
+                          TUNE_GLOBAL_CHECKPOINT_S="1")
     stale = wait_for(lambda: whole_state_naming_a_checkpoint(sweep), "Tune's state to name a checkpoint",
                      driver)
+    wait_for(lambda: glob.glob(str(sweep / "tune" / "*" / "checkpoint_000002")), "a third checkpoint", driver)
+    kill_driver(driver)
+    assert set(statuses_on_disk(sweep).values()) <= {"running"}  # nobody finished (or marked it)
+    tune_state(sweep).write_bytes(stale)
+
+    # moment 2: during the resumed sweep, once a trial has completed and another has not
+    driver = start_driver("resume", str(sweep), "--quiet")
     wait_for(lambda: 0 < list(statuses_on_disk(sweep).values()).count("completed") < len(trials),
              "one trial to complete in the resumed sweep", driver)
     kill_driver(driver)
-    # a driver killed just after Tune replaced checkpoints leaves a state that names checkpoints
-    # written several evaluations ago: resuming from it must neither fail nor lose or repeat rows
-    tune_state(sweep).write_bytes(stale)
 
     done = ablate("resume", str(sweep), "--quiet", env=driver_env(CI="1"))
     assert done.returncode == 0, done.stderr[-3000:]
