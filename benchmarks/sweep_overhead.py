@@ -13,7 +13,7 @@ Prints, measured side by side in one run:
    arm it trained to the end) is in the grid's own final numbers.
 
     python benchmarks/sweep_overhead.py                    # ~22 minutes on 2 idle cores (~80 s trials)
-    python benchmarks/sweep_overhead.py --iterations 2000  # ~10 minutes (~27 s trials)
+    python benchmarks/sweep_overhead.py --iterations 2000  # ~10 minutes (~30 s trials)
     python benchmarks/sweep_overhead.py --quick      # smoke run, numbers meaningless
 """
 from __future__ import annotations
