@@ -22,7 +22,7 @@ from ablate.spec import load_spec
 from toy import ROOT, ablate_cmd, cli_env, toy_space, write_space
 
 TIMEOUT_S = 600
-ITERATIONS, REPORT_EVERY, EVAL_EVERY = 300, 20, 60
+ITERATIONS, REPORT_EVERY, EVAL_EVERY = 600, 20, 60  # trials long enough (~10 s) to be caught mid-run
 SPACE = toy_space("node_loss", {"weighting.name": {"grid": ["inv_dt", "edm"]}}, iterations=ITERATIONS,
                   eval_every=EVAL_EVERY, report_every=REPORT_EVERY, base={"data": {"n_train": 2000}},
                   tune={"max_failures": 2})

@@ -26,7 +26,7 @@ from ablate.spec import load_spec
 from toy import ROOT, ablate_cli, ablate_cmd, cli_env, toy_space, write_space
 
 TIMEOUT_S = 600
-ITERATIONS, REPORT_EVERY, EVAL_EVERY = 300, 20, 60
+ITERATIONS, REPORT_EVERY, EVAL_EVERY = 600, 20, 60  # trials long enough (~10 s) to be caught mid-run
 
 
 def write_spec(directory: Path, space: dict) -> Path:
