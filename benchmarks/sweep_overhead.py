@@ -12,7 +12,7 @@ Prints, measured side by side in one run:
    of the grid's), whether the grid's winner survives ASHA, and how much worse ASHA's pick (the best
    arm it trained to the end) is in the grid's own final numbers.
 
-    python benchmarks/sweep_overhead.py                    # ~22 minutes on 2 idle cores (~80 s trials)
+    python benchmarks/sweep_overhead.py                    # ~22 minutes on 2 idle cores (~75 s trials)
     python benchmarks/sweep_overhead.py --iterations 2000  # ~10 minutes (~30 s trials)
     python benchmarks/sweep_overhead.py --quick      # smoke run, numbers meaningless
 """

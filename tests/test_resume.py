@@ -188,7 +188,7 @@ def test_driver_sigkill_then_resume_at_two_moments(tmp_path: Path) -> None:
     trials = [p.trial_name for p in load_spec(str(spec_path)).points()]
     sweep = tmp_path / "runs" / "tiny"
 
-    # moment 1: the first two trials are training (past their third checkpoint), the third is pending.
+    # moment 1: the first two trials are training (past their fourth checkpoint), the third is pending.
     # With Tune saving its experiment state every second (not ~10 s), keep a copy that names a
     # checkpoint; put it back after the kill, as a driver killed just after Tune replaced checkpoints
     # would leave it: resuming from it must neither fail nor lose or repeat rows
@@ -196,7 +196,8 @@ def test_driver_sigkill_then_resume_at_two_moments(tmp_path: Path) -> None:
                           TUNE_GLOBAL_CHECKPOINT_S="1")
     stale = wait_for(lambda: whole_state_naming_a_checkpoint(sweep), "Tune's state to name a checkpoint",
                      driver)
-    wait_for(lambda: glob.glob(str(sweep / "tune" / "*" / "checkpoint_000002")), "a third checkpoint", driver)
+    # by the fourth checkpoint, Tune (keeping two) would have deleted the one the copy names
+    wait_for(lambda: glob.glob(str(sweep / "tune" / "*" / "checkpoint_000003")), "a fourth checkpoint", driver)
     kill_driver(driver)
     assert set(statuses_on_disk(sweep).values()) <= {"running"}  # nobody finished (or marked it)
     tune_state(sweep).write_bytes(stale)
