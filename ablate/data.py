@@ -26,16 +26,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ablate.train.batches import DataBundle, NoiseSampler
+from ablate.train.checks import DatasetInfo, data_problems
 from ablate.train.config import ConfigError, DataConfig
-from ablate.train.registry import Registry, UnknownChoiceError
+from ablate.train.registry import Registry
 
 log = logging.getLogger(__name__)
 
 DatasetLoader = Callable[[DataConfig, int], DataBundle]
+DatasetDescriber = Callable[[DataConfig], DatasetInfo]
 NoiseFactory = Callable[[], Optional[NoiseSampler]]
 
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
+#: per dataset, what it is without loading it (kind, labels, training size): validation reads these
+DESCRIPTIONS: Registry[DatasetDescriber] = Registry("dataset")
 NOISES: Registry[NoiseFactory] = Registry("noise")
+IMAGE_NOISES = ("gaussian",)  # the other noises are 2-D mixtures (GC Sec. 4.2)
 
 HOLDOUT_FRACTION = 0.2  # digits / folder: holdout = min(20 %, n_holdout) of the images
 SPLIT_SEED = 0  # fixed image split: the same holdout for every training seed
@@ -52,31 +57,36 @@ def dataset_names() -> list[str]:
     return DATASETS.names()
 
 
+def describe_dataset(cfg: DataConfig) -> DatasetInfo:
+    """What ``cfg.name`` is, without reading or downloading anything (``UnknownChoiceError`` lists the
+    valid names of an unknown dataset)."""
+    return DESCRIPTIONS.get(cfg.name)(cfg)
+
+
 def load_dataset(cfg: DataConfig, seed: int = 0) -> DataBundle:
     """Load ``cfg.name``, attach its noise distribution p_z and check the options apply to it.
 
     Raises ``UnknownChoiceError`` (lists the valid names) for an unknown dataset, ``ConfigError`` for
-    options that do not fit the dataset, and ``DataUnavailableError`` when files are missing.
+    options that do not fit the dataset (:func:`ablate.train.checks.data_problems`, before reading and
+    again on what was read), and ``DataUnavailableError`` when files are missing.
     """
     loader = DATASETS.get(cfg.name)
-    if cfg.noise is not None and cfg.noise not in NOISES:
-        raise _config_error(f"data.noise: {UnknownChoiceError('noise', cfg.noise, NOISES.names())}")
+    _check(cfg, describe_dataset(cfg))
     bundle = loader(cfg, seed)
+    _check(cfg, DatasetInfo.of_bundle(bundle))
     noise_name = cfg.noise or bundle.meta.get("noise", "gaussian")
-    if bundle.kind == "images" and noise_name != "gaussian":
-        raise _config_error(f"data.noise: {noise_name!r} is a 2-D noise; image datasets allow only "
-                            f"'gaussian' (dataset {cfg.name!r})")
-    if bundle.kind == "points" and cfg.xflip:
-        raise _config_error(f"data.xflip: horizontal flips apply to images only, not to {cfg.name!r}")
-    if cfg.class_conditional and bundle.num_classes == 0:
-        raise _config_error(f"data.class_conditional: dataset {cfg.name!r} has no labels "
-                            "(use class subfolders for 'folder')")
     bundle.sample_noise = NOISES.get(noise_name)()
     bundle.xflip = cfg.xflip
     bundle.meta["noise"] = noise_name
     log.info("dataset %s: %d train / %d holdout, shape %s, noise %s", cfg.name,
              len(bundle.x_train), len(bundle.x_holdout), bundle.shape, noise_name)
     return bundle
+
+
+def _check(cfg: DataConfig, dataset: DatasetInfo) -> None:
+    found = data_problems(cfg, dataset)
+    if found:
+        raise _config_error("; ".join(f"{p.key}: {p.message}" for p in found))
 
 
 def _config_error(problem: str) -> ConfigError:
@@ -160,6 +170,8 @@ def _register_toy(name: str, sampler: PointSampler, source: str, noise: str = "g
                           meta={"source": source, "n_classes": num_classes, "noise": noise})
 
     DATASETS.register(name)(load)
+    DESCRIPTIONS.register(name)(lambda cfg: DatasetInfo(name, "points", num_classes, cfg.n_train,
+                                                        tuple(NOISES.names()), size_key="data.n_train"))
 
 
 def sample_moons(n: int, rng: np.random.Generator, noise_std: float = 0.05) -> tuple[Tensor, Tensor]:
@@ -214,9 +226,14 @@ def _resize(images: Tensor, size: Optional[int]) -> Tensor:
                          align_corners=False).clamp(-1.0, 1.0)
 
 
+def _holdout_size(n: int, n_holdout: int) -> int:
+    """Images held out of n: min(20 % of n, n_holdout), at least 1."""
+    return min(max(1, round(HOLDOUT_FRACTION * n)), n_holdout)
+
+
 def _fixed_split(n: int, n_holdout: int, what: str) -> tuple[Tensor, Tensor]:
-    """Train / holdout indices of a fixed permutation: holdout = min(20 % of n, n_holdout)."""
-    n_hold = min(max(1, round(HOLDOUT_FRACTION * n)), n_holdout)
+    """Train / holdout indices of a fixed permutation (:func:`_holdout_size` held out)."""
+    n_hold = _holdout_size(n, n_holdout)
     if n - n_hold < 1:
         raise DataUnavailableError(f"{what} holds {n} image(s); at least 2 are needed for a train and "
                                    "a holdout split")
@@ -232,6 +249,15 @@ def _image_bundle(name: str, images: Tensor, labels: Optional[Tensor], num_class
     return DataBundle(name, images[train_idx], images[holdout_idx], "images", pick(labels, train_idx),
                       pick(labels, holdout_idx), num_classes,
                       meta={"source": source, "n_classes": num_classes})
+
+
+DIGITS_SIZE = 1797  # sklearn's digits: images shipped with scikit-learn
+
+
+@DESCRIPTIONS.register("digits")
+def _describe_digits(cfg: DataConfig) -> DatasetInfo:
+    return DatasetInfo("digits", "images", 10, DIGITS_SIZE - _holdout_size(DIGITS_SIZE, cfg.n_holdout),
+                       IMAGE_NOISES, size_key="data.n_holdout")
 
 
 @DATASETS.register("digits")
@@ -252,13 +278,16 @@ class TorchvisionSet:
     title: str  # as the error messages name it
     class_name: str  # torchvision.datasets class
     files: str  # where torchvision keeps the files, relative to root
+    train_size: int  # images in the train split (10 classes each)
 
 
 TORCHVISION_SETS = {
-    "mnist": TorchvisionSet("MNIST", "MNIST", "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+    "mnist": TorchvisionSet("MNIST", "MNIST", "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
+                            60000),
     "fashion_mnist": TorchvisionSet("Fashion-MNIST", "FashionMNIST",
-                                    "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
-    "cifar10": TorchvisionSet("CIFAR-10", "CIFAR10", "cifar-10-batches-py/ (data_batch_1..5, test_batch)"),
+                                    "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte", 60000),
+    "cifar10": TorchvisionSet("CIFAR-10", "CIFAR10", "cifar-10-batches-py/ (data_batch_1..5, test_batch)",
+                              50000),
 }
 
 
@@ -308,8 +337,13 @@ def _load_torchvision(name: str, cfg: DataConfig, seed: int = 0) -> DataBundle:
                       meta={"source": f"torchvision {spec.class_name} at {root}", "n_classes": 10})
 
 
+def _describe_torchvision(name: str, cfg: DataConfig) -> DatasetInfo:
+    return DatasetInfo(name, "images", 10, TORCHVISION_SETS[name].train_size, IMAGE_NOISES)
+
+
 for _name in TORCHVISION_SETS:
     DATASETS.register(_name)(partial(_load_torchvision, _name))
+    DESCRIPTIONS.register(_name)(partial(_describe_torchvision, _name))
 
 
 # ------------------------------------------------------------------------------------ image folder
@@ -333,15 +367,18 @@ def _read_square(path: Path, mode: str, size: int) -> np.ndarray:
                                        method=Image.Resampling.BICUBIC))
 
 
+@DESCRIPTIONS.register("folder")
+def _describe_folder(cfg: DataConfig) -> DatasetInfo:
+    """Its labels and size are known once read; it needs its folder and the size to resize to."""
+    return DatasetInfo("folder", "images", None, None, IMAGE_NOISES, required=("root", "image_size"))
+
+
 @DATASETS.register("folder")
 def load_folder(cfg: DataConfig, seed: int = 0) -> DataBundle:
-    """PNG/JPG images under ``root``: flat (no labels) or one subfolder per class (labels in sorted
-    subfolder order). Each image is centre-cropped to a square and resized to ``image_size``; the set
-    stays grayscale when every image is, else all become RGB."""
+    """PNG/JPG images under ``root`` (required, as is ``image_size``): flat (no labels) or one
+    subfolder per class (labels in sorted subfolder order). Each image is centre-cropped to a square
+    and resized to ``image_size``; the set stays grayscale when every image is, else all become RGB."""
     root = Path(cfg.root).expanduser()
-    if cfg.image_size is None:
-        raise _config_error("data.image_size: required for the 'folder' dataset "
-                            "(images are resized to image_size x image_size)")
     if not root.is_dir():
         raise DataUnavailableError(f"Dataset folder is not available: {root} is not a directory. Set "
                                    "data.root to a folder of PNG/JPG images (optionally one subfolder "

@@ -35,14 +35,13 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ablate.metrics import reference_subset
 from ablate.train.batches import DataBundle
-from ablate.train.config import EvalConfig
+from ablate.train.config import FID_EXTRACTORS, EvalConfig
 
 logger = logging.getLogger(__name__)
 
-INCEPTION = "inception-v3-compat"
-SMALL_CNN = "ablate-cnn"
+EXTRACTORS = FID_EXTRACTORS  # valid values of eval.extractor
+INCEPTION, SMALL_CNN = EXTRACTORS
 SMALL_CNN_VERSION = 1
-EXTRACTORS = (INCEPTION, SMALL_CNN)  # valid values of eval.extractor
 
 
 class FIDUnavailableError(RuntimeError):

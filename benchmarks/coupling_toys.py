@@ -6,7 +6,9 @@
 2. VC (beta = 0.001) vs IC with iCT-LI on ``gmm2`` (VCT App. E, Fig. 1): 1-step W2 to held-out data,
    and a scatter plot of 1-step samples with their noise-to-sample lines (``vct_fig1.png``).
 3. Seconds per training step of each coupling over ``independent`` on the ``gmm2`` config.
-Prints markdown tables (mean +- std over seeds).
+Prints markdown tables (mean +- std over seeds). An earlier hand-rolled study: the reproductions
+(``searchspaces/repro/``, ``benchmarks/reproduce.py``, docs/reproductions.md) supersede its toy
+results with the papers' settings, seeds and intervals; its per-coupling step costs remain useful.
 """
 from __future__ import annotations
 

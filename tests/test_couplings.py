@@ -108,6 +108,44 @@ def test_vc_sampling_renoises_with_the_ema_encoder():
     assert torch.isfinite(trainer.sample(2, 16, seed=3)).all()
 
 
+def _constant_point_encoder(coupling, mean: float, scale_param: float) -> None:
+    """Make the point encoder's output constant: last layer's weights 0, bias (mean, scale parameter)."""
+    for encoder in (coupling.encoder, coupling.encoder_ema):
+        last = encoder.net[-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.copy_(torch.tensor([mean, mean, scale_param, scale_param]))
+
+
+def test_vc_softplus_scale_and_kl_by_hand():
+    """sony/vct: g_sigma = softplus(0) = ln 2 = 0.693147 and the KL of N(0.3, (ln 2 + 1e-8)^2) per
+    dimension 0.5 (0.09 + (ln 2)^2 - 1 - 2 ln ln 2) = 0.151739; exp (default): g_sigma = e^0 = 1, KL 0.045."""
+    softplus_kl = 0.5 * (0.09 + math.log(2) ** 2 - 1 - 2 * math.log(math.log(2)))
+    assert softplus_kl == pytest.approx(0.151739, abs=1e-6)
+    x0, eps = torch.randn(4, 2), torch.randn(4, 2)
+    for activation, scale, kl in [("softplus", math.log(2), 2 * softplus_kl), ("exp", 1.0, 2 * 0.045)]:
+        trainer = make_trainer({"name": "vc", "scale_activation": activation, "adaptive": False, "beta": 1.0},
+                               steps=1)
+        _constant_point_encoder(trainer.coupling, 0.3, 0.0)
+        pair = trainer.coupling.pair(x0, eps, context(trainer, 4))
+        torch.testing.assert_close(pair.x1, 0.3 + scale * eps)
+        assert pair.logs["kl"].item() == pytest.approx(kl, rel=1e-5)
+        assert pair.loss.item() == pytest.approx(kl, rel=1e-5)
+        torch.testing.assert_close(trainer.coupling.sampling_noise(x0, eps), 0.3 + scale * eps)
+
+
+def test_vc_encoder_input_over_sigma_data():
+    """sony/vct's encoder sees x0 / sigma_data (sigma_data = 0.5 here: 2 x0)."""
+    trainer = make_trainer({"name": "vc", "encoder_input": "x0_over_sigma_data"}, steps=1)
+    x0 = torch.randn(8, 2)
+    mean, scale, _ = trainer.coupling.encode(x0)
+    ref_mean, ref_param = trainer.coupling.encoder(2.0 * x0)
+    torch.testing.assert_close(mean, ref_mean)
+    torch.testing.assert_close(scale, ref_param.exp())
+    default = make_trainer({"name": "vc"}, steps=1).coupling
+    torch.testing.assert_close(default.encode(x0)[0], default.encoder(x0)[0])
+
+
 def test_vc_image_encoder_outputs_the_data_shape():
     cfg = build_config({"coupling": {"name": "vc"}})
     coupling = build_coupling(cfg.coupling, None, (1, 8, 8), 100)
@@ -146,6 +184,29 @@ def test_gc_realised_fraction_matches_mu_and_schedule():
     assert changed == pytest.approx(fraction)
     scheduled = make_trainer({"name": "gc", "mu": 0.0, "mu_end": 0.8}, steps=100).coupling
     assert [scheduled.mu_at(k) for k in (0, 50, 100)] == pytest.approx([0.0, 0.4, 0.8])
+
+
+def test_gc_released_code_induces_one_minus_mu():
+    """train_consistency.py: ``rand > mu`` marks the induced pairs, so mu = 0.3 induces ~70%, mu = 1
+    none (bit-identical to independent pairs), mu = 0 all."""
+    n = 4096
+    trainer = make_trainer({"name": "gc", "mu": 0.3, "induced_fraction": "one_minus_mu"}, steps=1)
+    x0 = trainer.data.x_train[:1024].repeat(4, 1)
+    pair = trainer.coupling.pair(x0, torch.randn(n, 2), context(trainer, n))
+    fraction = pair.logs["gc_fraction"].item()
+    assert abs(fraction - 0.7) < 0.03
+    assert (pair.x0 != x0).any(dim=1).float().mean().item() == pytest.approx(fraction)
+    all_induced = make_trainer({"name": "gc", "mu": 0.0, "induced_fraction": "one_minus_mu"}, steps=1)
+    assert all_induced.coupling.pair(x0, torch.randn(n, 2), context(all_induced, n)).logs["gc_fraction"].item() == 1.0
+    scheduled = make_trainer({"name": "gc", "mu": 0.0, "mu_end": 0.8, "induced_fraction": "one_minus_mu"},
+                             steps=100).coupling
+    assert [scheduled.induced_probability(k) for k in (0, 50, 100)] == pytest.approx([1.0, 0.6, 0.2])
+    a = make_trainer({"name": "independent"}, steps=15)
+    a.run()
+    b = make_trainer({"name": "gc", "mu": 1.0, "induced_fraction": "one_minus_mu"}, steps=15)
+    b.run()
+    for p, q in zip(a.online.parameters(), b.online.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_gc_with_bridge_kernel_and_online_generator_trains():

@@ -127,7 +127,8 @@ def test_options_that_do_not_fit_the_dataset_are_errors():
         load("checkerboard", class_conditional=True)
     with pytest.raises(ConfigError, match="data.xflip"):
         load("moons", xflip=True)
-    with pytest.raises(ConfigError, match="data.noise.*'gaussian'"):
+    with pytest.raises(ConfigError, match="data.noise='gmm2' is not a noise of data.name='digits'.*"
+                                          "valid: gaussian$"):
         load("digits", noise="gmm2")
 
 

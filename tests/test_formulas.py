@@ -68,6 +68,71 @@ def test_ve_scalings_by_hand():
     assert k.c_in(t).item() == pytest.approx(1 / math.sqrt(0.25 + 0.502 ** 2))
 
 
+def test_ve_unshifted_scalings_by_hand():
+    """EDM's form (ECT's training c_skip, c_out), sigma = 0.502, sd = 0.5: c_skip = 0.25/(0.252004 + 0.25),
+    c_out = 0.502 * 0.5 / sqrt(0.25 + 0.252004); c_skip(t_min) != 1 there."""
+    k = kernel("ve", sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, train_scalings="unshifted")
+    t = torch.tensor([0.502], **f64)
+    assert k.c_skip(t, shifted=False).item() == pytest.approx(0.25 / 0.502004)
+    assert k.c_out(t, shifted=False).item() == pytest.approx(0.251 / math.sqrt(0.502004))
+    assert k.c_skip(t).item() == pytest.approx(0.5)  # the shifted form is unchanged
+    assert k.c_out(torch.tensor([0.002], **f64), shifted=False).item() == pytest.approx(0.001 / math.sqrt(0.250004))
+
+
+def test_li_unshifted_scalings_by_hand():
+    """sony/vct's conditional-OT ``get_scaling_factors`` at sigma = 20 of [0.002, 80], sd = 0.5:
+    a = 1 - 20/80 = 0.75, c_skip = 0.25 * 0.75 / (400 + 0.25 * 0.5625), c_out = 20 * 0.5 / sqrt(0.25 * 0.5625 + 400)."""
+    k = kernel("li", sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, train_scalings="unshifted")
+    t = torch.tensor([20.0], **f64)
+    assert k.c_skip(t, shifted=False).item() == pytest.approx(0.1875 / 400.140625, rel=1e-12)
+    assert k.c_out(t, shifted=False).item() == pytest.approx(10 / math.sqrt(400.140625), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["ve", "li"])
+def test_unshifted_scalings_apply_in_training_mode_only(name):
+    """ECT's ECMPrecond: EDM's c_skip, c_out while ``training``, the shifted ones in eval (sampling)."""
+    from ablate.train.model import ConsistencyFunction
+    from ablate.train.networks import build_network
+
+    k = kernel(name, sigma_max=10.0, train_scalings="unshifted")
+    torch.manual_seed(0)
+    f = ConsistencyFunction(build_network(C.MLPConfig(hidden=16, depth=2), (2,)), k, C.KernelTimeInput()).double()
+    x, t = torch.randn(5, 2, **f64), torch.tensor([0.002, 0.01, 0.5, 2.0, 9.0], **f64)
+    out = f.velocity(x, t)
+
+    def expected(shifted):
+        return k.c_skip(t, shifted=shifted)[:, None] * x + k.c_out(t, shifted=shifted)[:, None] * out
+
+    torch.testing.assert_close(f.train()(x, t), expected(False))
+    torch.testing.assert_close(f.eval()(x, t), expected(True))
+    torch.testing.assert_close(f(x, t)[0], x[0])  # eval: the boundary f(x, t_min) = x holds
+    default = ConsistencyFunction(f.backbone, kernel(name, sigma_max=10.0), C.KernelTimeInput()).train()
+    torch.testing.assert_close(default(x, t), expected(True))
+
+
+def test_unshifted_scalings_need_ve_or_li():
+    with pytest.raises(C.ConfigError, match="kernel: .*train_scalings='unshifted'.*'ve' and 'li'"):
+        C.build_config({"kernel": {"name": "fm", "train_scalings": "unshifted"}})
+
+
+def test_consistency_function_is_the_identity_at_time_zero():
+    """ECT's code trains r = 0 against the clean data: f(x, 0) = x, and x_0 = x0 for every kernel."""
+    from ablate.train.model import ConsistencyFunction
+    from ablate.train.networks import build_network
+
+    f = ConsistencyFunction(build_network(C.MLPConfig(hidden=16, depth=2), (2,)), kernel("ve"),
+                            C.KernelTimeInput()).double()
+    x = torch.randn(3, 2, **f64)
+    t = torch.tensor([0.0, 0.5, 0.0], **f64)
+    got = f(x, t)
+    assert torch.equal(got[0], x[0]) and torch.equal(got[2], x[2])
+    torch.testing.assert_close(got[1:2], f(x[1:2], t[1:2]))
+    for name in KERNELS.names():
+        k = kernel(name, sigma_max=0.5)
+        x0, x1 = torch.randn(2, 3, **f64), torch.randn(2, 3, **f64)
+        assert torch.equal(k.interpolate(x0, x1, torch.zeros(2, **f64)), x0)
+
+
 @pytest.mark.parametrize("name, a, b", [
     ("ve", lambda t, k: 1.0, lambda t, k: t),
     ("li", lambda t, k: 1 - t / k.t_max, lambda t, k: t),
@@ -131,6 +196,62 @@ def test_ect_r_matches_vct_eq_62(t, step, expected):
     assert disc.stage(250) == 3
 
 
+@pytest.mark.parametrize("reading, stages", [
+    ("ceil", [0, 1, 1, 1, 2, 3, 8]),  # VCT eq. 62
+    ("floor", [0, 0, 0, 1, 1, 2, 7]),  # SCT eqs. 15, 17
+    ("floor_plus_one", [1, 1, 1, 2, 2, 3, 8]),  # ECT's and VCT's ECM code
+])
+def test_ect_stage_exponent_readings(reading, stages):
+    """d = 100: the exponent a of q^a at steps 0, 1, 99, 100, 101, 250, 799."""
+    disc = _ect(stage_exponent=reading)
+    assert [disc.stage(k) for k in (0, 1, 99, 100, 101, 250, 799)] == stages
+
+
+def test_ect_stage_exponent_changes_r_at_stage_zero():
+    """t = 3, k = 0: n(3) = 1 + 8/(1 + e^3) = 1.37941. ceil/floor: a = 0, 1 - n < 0, r = t_min;
+    floor_plus_one: a = 1, r = 3 (1 - 1.37941/2) = 0.93089."""
+    t = torch.tensor([3.0], **f64)
+    n_t = 1 + 8 / (1 + math.exp(3))
+    assert _ect(stage_exponent="ceil").r_of(t, 0).item() == pytest.approx(0.002)
+    assert _ect(stage_exponent="floor").r_of(t, 50).item() == pytest.approx(0.002)
+    r = _ect(stage_exponent="floor_plus_one").r_of(t, 0).item()
+    assert r == pytest.approx(3 * (1 - n_t / 2), rel=1e-12) and r == pytest.approx(0.93089, abs=1e-5)
+
+
+def test_ect_r_floor_zero_keeps_r_at_zero():
+    """t = 1, k = 100 (a = 1): 1 - (1 + 8/(1 + e))/2 = -0.576 < 0: r = 0 (ECT's code) instead of t_min;
+    where the ratio is positive both readings agree."""
+    t = torch.tensor([1.0, 10.0], **f64)
+    zero, clamped = _ect(r_floor="zero").r_of(t, 100), _ect().r_of(t, 100)
+    assert zero[0].item() == 0.0 and clamped[0].item() == pytest.approx(0.002)
+    assert zero[1].item() == clamped[1].item() == pytest.approx(10 * (1 - (1 + 8 / (1 + math.exp(10))) / 2))
+
+
+@pytest.mark.parametrize("t, s, step, expected", [
+    # k = 250, a = 3: n(0.5) = 1 + 8/(1 + e^0.5) = 4.02033, ratio 1 - n/8 = 0.497459; r = 0.25 + 0.25 ratio
+    (0.5, 0.25, 250, 0.25 + 0.25 * (1 - (1 + 8 / (1 + math.exp(0.5))) / 8)),
+    (0.5, 0.25, 100, 0.25),  # a = 1: ratio 1 - 4.02/2 < 0, ReLU -> r = s
+    (2.0, 1.0, 800, 1.0 + (1 - (1 + 8 / (1 + math.exp(2))) / 256)),  # a = 8
+])
+def test_ect_below_an_upper_limit_follows_sct_eq_17(t, s, step, expected):
+    """r = ReLU(1 - n(t)/q^a) (t - s) + s: the gap shrinks towards s. The old max(t (1 - n/q^a), s) gives
+    max(0.2487, 0.25) = 0.25 in the first case, eq. 17 gives 0.37436."""
+    r = _ect().r_in_segment(torch.tensor([t], **f64), torch.tensor([s], **f64), step)
+    assert r.item() == pytest.approx(expected, rel=1e-12)
+    if step == 250:
+        assert r.item() == pytest.approx(0.374365, abs=1e-6)
+
+
+def test_ect_with_a_lower_bound_draws_r_by_eq_17():
+    disc, sampler = _ect(), LognormalSampler(C.LognormalSampling())
+    lower = torch.linspace(0.01, 5.0, 1000, **f64)
+    torch.manual_seed(0)
+    t, r = disc.sample_pair(1000, 450, sampler, torch.device("cpu"), lower=lower)
+    ratio = (1 - (1 + 8 / (1 + torch.exp(t))) / 2 ** 5).clamp_min(0)
+    torch.testing.assert_close(r, ratio * (t - lower) + lower)
+    assert torch.all(lower <= r) and torch.all(r < t)
+
+
 def test_discrete_lognormal_is_the_lognormal_mass_between_grid_points():
     """VCT eq. 59: p(sigma_i) proportional to erf-differences = the lognormal's mass on [sigma_i, sigma_{i+1})."""
     grid = karras_grid(21, 0.002, 80.0, 7.0)
@@ -185,6 +306,21 @@ def test_pseudo_huber_limits():
     assert d[0].item() == 0.0
     assert d[1].item() == pytest.approx(1e-8 / 2, rel=1e-6)
     assert d[2].item() == pytest.approx(1e4 - 1, rel=1e-8)
+
+
+def test_pseudo_huber_per_element_by_hand():
+    """x - y = (3, 4), c = 1: the vector form sqrt(25 + 1) - 1 = 4.09902 (VCT eq. 61); per element and
+    summed (sony/vct models/ict.py) (sqrt(10) - 1) + (sqrt(17) - 1) = 5.28538."""
+    x, y = torch.tensor([[3.0, 4.0]], **f64), torch.zeros(1, 2, **f64)
+    assert distance(C.PseudoHuberDistance(c=1.0), x, y).item() == pytest.approx(math.sqrt(26) - 1)
+    per_element = distance(C.PseudoHuberDistance(c=1.0, per_element=True), x, y).item()
+    assert per_element == pytest.approx(math.sqrt(10) + math.sqrt(17) - 2)
+    assert per_element == pytest.approx(5.28538, abs=1e-5)
+    images = torch.zeros(2, 1, 2, 2, **f64)
+    images[1, 0, 1, 1] = 0.3
+    c = 0.00054 * 2  # default c = 0.00054 sqrt(4)
+    d = distance(C.PseudoHuberDistance(per_element=True), images, torch.zeros_like(images))
+    torch.testing.assert_close(d, torch.tensor([0.0, math.sqrt(0.09 + c * c) - c], **f64))
 
 
 def test_pseudo_huber_default_c_is_icts():

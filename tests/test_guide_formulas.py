@@ -6,7 +6,9 @@ import pytest
 import torch
 from scipy import integrate, stats
 
+from ablate.train.checks import check_runnable
 from ablate.train.config import ConfigError, build_config
+from ablate.train.discretization import build_discretization
 from ablate.train.guide_discretization import (BASELINE_EPS, GuideStepDiscretization, normalized_eps,
                                                step_size)
 from ablate.train.kernels import build_kernel
@@ -195,6 +197,60 @@ def test_phased_upper_limit_maps_t_to_segment_edge():
     assert torch.all(t - s <= (edges[1] - edges[0]) + 1e-6)
 
 
+def _phased(segments: int, disc: dict):
+    cfg = build_config({"kernel": {"name": "fm"}, "discretization": disc,
+                        "upper_limit": {"name": "phased", "segments": segments}})
+    kernel = _fm_kernel()
+    return build_upper_limit(cfg.upper_limit, kernel), build_discretization(cfg.discretization, kernel, 800)
+
+
+def test_phased_t_on_an_edge_belongs_to_the_lower_segment():
+    """The issue's case: float32, 8 segments of [0.006, 0.994], t = 0.1295 = s_1. (t - t0)/width rounds
+    to 1.0000001 in float32, which put t in segment 1 with s = t, r = t and an infinite 1/(t - r)."""
+    limit, disc = _phased(8, {"name": "ect"})
+    t = torch.tensor([0.1295])
+    s = limit.segment_start(t)
+    assert s.item() == pytest.approx(0.006)
+    r = disc.r_above(t, t, s, 250)
+    n_t = 1 + 8 / (1 + math.exp(0.1295))  # eq. 17 at a = 3: r = ReLU(1 - n/8) (t - s) + s
+    assert r.item() == pytest.approx(max(1 - n_t / 8, 0) * (0.1295 - 0.006) + 0.006, rel=1e-6)
+    assert torch.isfinite(1 / (t - r)).all()
+
+
+@pytest.mark.parametrize("disc", [{"name": "ect"}, {"name": "guide", "h": "exponential"},
+                                  {"name": "guide", "h": "constant", "eps": 0.5}])
+@pytest.mark.parametrize("segments", range(2, 17))
+def test_phased_times_are_ordered_on_and_just_above_every_edge(segments, disc):
+    """Property over t exactly on every edge s_1 ... s_n (float32) and one ulp above each interior edge:
+    s is the edge below t (the lower segment for t on an edge), s <= r < t and t - r > 0, at early,
+    middle and late curriculum steps."""
+    limit, d = _phased(segments, disc)
+    edges = torch.tensor(limit.edges(), dtype=torch.float32)
+    on_edge = edges[1:]
+    above = torch.nextafter(edges[1:-1], torch.tensor(2.0))
+    t = torch.cat([on_edge, above])
+    for step in (0, 250, 799):
+        r0 = (t - step_size(disc.get("h", "quadratic"), t, disc.get("eps", 0.005), 3.5)).clamp_min(0.006) \
+            if disc["name"] == "guide" else t
+        s = limit.segment_start(t)
+        r = d.r_above(t, r0, s, step)
+        assert torch.equal(s[:segments], edges[:-1])  # on an edge: the segment below
+        assert torch.equal(s[segments:], edges[1:-1])  # just above: the edge itself
+        assert torch.all(s <= r) and torch.all(r < t) and torch.all(t - r > 0)
+        assert torch.isfinite(1 / (t - r)).all()
+
+
+def test_phased_draws_follow_eq_17_with_ect():
+    limit, disc = _phased(4, {"name": "ect"})
+    torch.manual_seed(0)
+    sampler = build_time_sampler(build_config({"time_sampling": {"name": "uniform"}}).time_sampling)
+    t, r, s = limit.draw(4000, 450, disc, sampler, torch.device("cpu"))
+    ratio = (1 - (1 + 8 / (1 + torch.exp(t))) / 2 ** 5).clamp_min(0)  # a = ceil(450/100) = 5
+    torch.testing.assert_close(r, ratio * (t - s) + s)
+    width = 0.988 / 4
+    assert torch.all(s < t) and torch.all(t - s <= width + 1e-6) and torch.all(s <= r) and torch.all(r < t)
+
+
 # ---------------------------------------------------------------------------------- config rules
 @pytest.mark.parametrize("overrides, key", [
     ({"upper_limit.name": "vu"}, "upper_limit.name='vu'"),
@@ -202,8 +258,16 @@ def test_phased_upper_limit_maps_t_to_segment_edge():
     ({"kernel.name": "fm", "eval.sampler": "pushforward"}, "eval.sampler='pushforward'"),
     ({"kernel.name": "fm", "distance.name": "time_aware_mmd", "distance.group_size": 3,
       "train.batch_size": 256}, "distance.group_size"),
-    ({"time_sampling.name": "sine", "time_sampling.a": 1.0, "time_sampling.b": 1.0}, "a != b"),
+    ({"kernel.name": "fm", "discretization.name": "ect", "discretization.r_floor": "zero",
+      "distance.name": "particle_l2"}, "discretization.r_floor='zero'"),
 ])
-def test_incompatible_choices_are_config_errors(overrides, key):
+def test_incompatible_choices_are_start_up_errors(overrides, key):
+    """Valid section by section, these cannot run together: the start-up rules say so."""
+    cfg = build_config({}, overrides, source="guide.yaml")
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("(", r"\(")):
-        build_config({}, overrides, source="guide.yaml")
+        check_runnable(cfg, source="guide.yaml")
+
+
+def test_sine_density_needs_distinct_shape_parameters():
+    with pytest.raises(ConfigError, match="a != b"):
+        build_config({}, {"time_sampling.name": "sine", "time_sampling.a": 1.0, "time_sampling.b": 1.0})

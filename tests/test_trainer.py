@@ -81,7 +81,10 @@ def assert_same_state(a: Trainer, b: Trainer) -> None:
      "train": {"optimizer": "lion", "lr_schedule": "inv_sqrt", "lr_ref_steps": 3, "grad_clip": 1.0}},
     {"kernel": {"name": "ve", "sigma_max": 80.0}, "discretization": {"name": "ect"},
      "train": {"optimizer": "adam", "iterations": 12}},
-], ids=["dropout-ot", "ema-target-lion", "ve-ect-adam"])
+    {"kernel": {"name": "ve", "sigma_max": 80.0, "train_scalings": "unshifted"},
+     "discretization": {"name": "ect", "stage_exponent": "floor_plus_one", "r_floor": "zero"},
+     "distance": {"per_element": True}},
+], ids=["dropout-ot", "ema-target-lion", "ve-ect-adam", "ect-code-readings"])
 def test_resume_is_exact(sections, tmp_path):
     cfg = build_config(small_raw(**sections))
     straight = make_trainer(cfg)
@@ -99,6 +102,23 @@ def test_resume_is_exact(sections, tmp_path):
     resumed.run()
     assert_same_state(straight, resumed)
     assert torch.equal(straight_rng, torch.get_rng_state())
+
+
+def test_ect_code_readings_train_against_the_clean_data_at_r_zero():
+    """ECT's code: r = 0 where 1 - n(t)/q^a < 0, the target there is x0 itself, and the loss is finite."""
+    cfg = build_config(small_raw(kernel={"name": "ve", "sigma_max": 80.0},
+                                 discretization={"name": "ect", "stage_exponent": "floor_plus_one",
+                                                 "r_floor": "zero"}))
+    trainer = make_trainer(cfg)
+    t, r, _ = trainer.upper_limit.draw(256, 0, trainer.discretization, trainer.time_sampler, CPU)
+    zero = r == 0
+    assert zero.any() and (~zero).any() and torch.all(r[~zero] > 0) and torch.all(r < t)
+    x0, x1 = trainer.data.x_train[:256], torch.randn(256, 2)
+    with torch.no_grad():
+        target = trainer.target(trainer.kernel.interpolate(x0, x1, r), r)
+    assert torch.equal(target[zero], x0[zero]) and torch.isfinite(target).all()
+    loss, _ = trainer.loss_terms()
+    assert torch.isfinite(loss)
 
 
 def test_resume_from_different_trainer_does_not_match_straight_run(tmp_path):
@@ -169,3 +189,26 @@ def test_trainer_batches_follow_the_step_not_the_history():
         a.train_step()
     b.step = 3
     assert torch.equal(a._batch()[0], b._batch()[0])
+
+
+class _Payload:
+    """Stands for anything a checkpoint should not carry: unpickling it would construct (or run) code."""
+
+    def __reduce__(self):
+        return (print, ("a checkpoint ran code while loading",))
+
+
+def test_checkpoint_with_a_pickled_object_is_refused(tmp_path, capsys):
+    from ablate.train.trainer import CheckpointError
+
+    cfg = build_config(small_raw())
+    trainer = make_trainer(cfg)
+    trainer.train_step()
+    trainer.save(str(tmp_path / "ok.pt"))
+    make_trainer(cfg).load(str(tmp_path / "ok.pt"))  # what ablate writes loads as data
+    state = trainer.state_dict()
+    state["coupling"] = {"extra": _Payload()}
+    torch.save(state, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match=r"tampered\.pt: refused to load.*names print"):
+        make_trainer(cfg).load(str(tmp_path / "tampered.pt"))
+    assert "ran code" not in capsys.readouterr().out

@@ -5,15 +5,18 @@ different parameters are pydantic *discriminated unions* on ``name``: each choic
 own parameters (with the paper's defaults), so an unknown key, a wrong type or an unknown choice name is
 a validation error that names the key and lists what is allowed. A search space varies any field by its
 dotted name (``coupling.beta``, ``kernel.name``) through :func:`apply_overrides`.
+
+These classes check each section on its own; the rules between sections (and between a config and its
+dataset) are all in :mod:`ablate.train.checks`, which the trainer and search-space validation share.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Mapping, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -50,7 +53,7 @@ class MLPConfig(Strict):
     name: Literal["mlp"] = "mlp"
     hidden: int = Field(256, ge=1)
     depth: int = Field(4, ge=1)
-    time_dim: int = Field(64, ge=2)
+    time_dim: int = Field(64, ge=2, multiple_of=2)  # cos and sin halves of the embedding
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
@@ -59,7 +62,7 @@ class UNetConfig(Strict):
 
     name: Literal["unet"] = "unet"
     channels: int = Field(64, ge=4)
-    channel_mult: list[int] = [2, 2, 2]
+    channel_mult: list[Annotated[int, Field(ge=1)]] = [2, 2, 2]
     num_res_blocks: int = Field(4, ge=1)
     attn_resolutions: list[int] = []
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
@@ -78,12 +81,19 @@ KERNEL_DEFAULT_RANGE: dict[str, tuple[float, float]] = {
 
 
 class KernelConfig(Strict):
-    """Forward kernel x_t = a_t x0 + b_t x1 on t in [sigma_min, sigma_max] (None = kernel default)."""
+    """Forward kernel x_t = a_t x0 + b_t x1 on t in [sigma_min, sigma_max] (None = kernel default).
+
+    ``train_scalings`` (``ve``, ``li``): ``shifted`` (default, the papers: c_skip, c_out in the boundary
+    form with t - sigma_min, f(x, sigma_min) = x; Song et al. 2023 App. C, VCT eqs. 39-40) in training and
+    sampling; ``unshifted`` trains with EDM's c_skip, c_out (t in place of t - sigma_min) and samples
+    with the shifted ones, as ECT's and VCT's ECM code do (locuslab/ect training/networks.py ECMPrecond,
+    sony/vct models/ecm.py with kernels/*.py ``get_scaling_factors``)."""
 
     name: Literal["ve", "li", "fm", "bridge"] = "ve"
     sigma_min: Optional[float] = Field(None, gt=0.0)
     sigma_max: Optional[float] = Field(None, gt=0.0)
     sigma_data: float = Field(0.5, gt=0.0)
+    train_scalings: Literal["shifted", "unshifted"] = "shifted"
 
     @model_validator(mode="after")
     def _fill_range(self) -> "KernelConfig":
@@ -96,6 +106,9 @@ class KernelConfig(Strict):
             raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
         if self.name in ("fm", "bridge") and self.sigma_max > 1.0:
             raise ValueError(f"kernel {self.name!r} runs on t in (0, 1]: sigma_max must be <= 1")
+        if self.train_scalings == "unshifted" and self.name not in ("ve", "li"):
+            raise ValueError(f"train_scalings='unshifted' (EDM's c_skip, c_out, as ECT's code trains) exists "
+                             f"for kernels 've' and 'li' only, got name={self.name!r}")
         return self
 
 
@@ -112,7 +125,12 @@ class OTCoupling(Strict):
 
 class VCCoupling(Strict):
     """Variational coupling (VCT Alg. 1): a Gaussian encoder q(x1 | x0) with KL weight beta (VCT eq. 9);
-    beta / dt_N when the loss weight is 1/dt and ``adaptive`` (VCT Sec. 6.2). Defaults: VCT Table 4."""
+    beta / dt_N when the loss weight is 1/dt and ``adaptive`` (VCT Sec. 6.2). Defaults: VCT Table 4.
+
+    The paper does not say how the encoder sees x0 or makes its scale g_sigma > 0. ``encoder_input``:
+    ``x0`` (default) or ``x0_over_sigma_data`` (sony/vct models/cm_base.py ``posterior_precond``);
+    ``scale_activation``: ``exp`` of the output (default) or ``softplus`` (sony/vct, whose KL then uses
+    g_sigma + 1e-8)."""
 
     name: Literal["vc"] = "vc"
     beta: float = Field(30.0, ge=0.0)
@@ -121,16 +139,22 @@ class VCCoupling(Strict):
     encoder_hidden: int = Field(128, ge=1)  # point encoder: MLP width
     ema: float = Field(0.9999, ge=0.0, lt=1.0)  # the encoder's own EMA (used for sampling)
     grad_clip: Optional[float] = Field(200.0, gt=0.0)  # VCT Sec. 7.1
+    encoder_input: Literal["x0", "x0_over_sigma_data"] = "x0"
+    scale_activation: Literal["exp", "softplus"] = "exp"
 
 
 class GCCoupling(Strict):
     """Generator-induced coupling (GC Alg. 1) mixed with independent pairs at rate mu (GC Sec. 5.2);
-    ``mu_end`` schedules mu linearly from ``mu`` to ``mu_end`` over training."""
+    ``mu_end`` schedules mu linearly from ``mu`` to ``mu_end`` over training.
+
+    ``induced_fraction``: ``mu`` (default, GC Sec. 5.2: "drawn from GC with probability mu") or
+    ``one_minus_mu`` (the released code, train_consistency.py: ``rand > mu`` marks the induced pairs)."""
 
     name: Literal["gc"] = "gc"
     mu: float = Field(0.5, ge=0.0, le=1.0)
     mu_end: Optional[float] = Field(None, ge=0.0, le=1.0)
     generator: Literal["ema", "online"] = "ema"
+    induced_fraction: Literal["mu", "one_minus_mu"] = "mu"
 
 
 class VRCoupling(Strict):
@@ -163,13 +187,23 @@ class ICTDiscretization(Strict):
 
 
 class ECTDiscretization(Strict):
-    """ECT mapping r = t (1 - n(t) / q^ceil(k/d)), n(t) = 1 + k_n sigmoid(-b t) (VCT eq. 62)."""
+    """ECT mapping r = t (1 - n(t) / q^a), n(t) = 1 + k_n sigmoid(-b t) (VCT eq. 62; SCT eq. 15), and
+    r = ReLU(1 - n(t) / q^a) (t - s) + s below an upper limit s (SCT eq. 17).
+
+    ``stage_exponent`` a at step k, d = ceil(iterations / stages): ``ceil`` = ceil(k/d) (default, VCT
+    eq. 62), ``floor`` = floor(k/d) (SCT eqs. 15, 17), ``floor_plus_one`` = floor(k/d) + 1 (the code of
+    ECT, locuslab/ect training/loss.py, and of VCT's ECM, sony/vct models/ecm.py).
+    ``r_floor``: where 1 - n(t)/q^a < 0, r = ``sigma_min`` (default: the bottom of the kernel's time
+    range, target f(x_{sigma_min}, sigma_min) = x_{sigma_min}) or ``zero`` (r = 0 with the clean data x0
+    as target, as both codes do; SCT eq. 15's ReLU also gives r = 0)."""
 
     name: Literal["ect"] = "ect"
     q: float = Field(2.0, gt=1.0)
     k: float = Field(8.0, ge=0.0)
     b: float = 1.0
     stages: int = Field(8, ge=1)  # d = ceil(iterations / stages): "made smaller eight times"
+    stage_exponent: Literal["ceil", "floor", "floor_plus_one"] = "ceil"
+    r_floor: Literal["sigma_min", "zero"] = "sigma_min"
 
 
 GUIDE_STEP_SIZES = ("constant", "linear", "quadratic", "cubic", "quadratic_increase", "concave",
@@ -345,10 +379,14 @@ UpperLimitConfig = Annotated[
 
 # ---------------------------------------------------------------------------------- distance axis
 class PseudoHuberDistance(Strict):
-    """sqrt(||x - y||^2 + c^2) - c (VCT eq. 61); c = None means iCT's 0.00054 sqrt(d)."""
+    """sqrt(||x - y||^2 + c^2) - c (VCT eq. 61, iCT); c = None means iCT's 0.00054 sqrt(d).
+
+    ``per_element``: false (default, the papers' vector norm) or true, sum_j sqrt((x_j - y_j)^2 + c^2) - c
+    (sony/vct models/ict.py ``pseudo_huber_loss``, summed over dimensions)."""
 
     name: Literal["pseudo_huber"] = "pseudo_huber"
     c: Optional[float] = Field(None, gt=0.0)
+    per_element: bool = False
 
 
 class L2Distance(Strict):
@@ -401,6 +439,9 @@ TargetConfig = Annotated[Union[StopGradTarget, EMATarget], Field(discriminator="
 
 
 # ------------------------------------------------------------------------------------ optimisation
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
 class TrainConfig(Strict):
     """Optimisation and loop settings."""
 
@@ -408,7 +449,7 @@ class TrainConfig(Strict):
     batch_size: int = Field(256, ge=2)
     lr: float = Field(1e-4, gt=0.0)
     optimizer: Literal["adam", "radam", "lion"] = "radam"
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Rate, Rate] = (0.9, 0.999)  # Adam / RAdam / Lion moment rates
     lr_schedule: Literal["constant", "inv_sqrt"] = "constant"
     lr_ref_steps: int = Field(2000, ge=1)  # i_ref of the inverse-sqrt decay (VCT eq. 63)
     ema: list[float] = [0.9999]  # EMA rates; the first is the one evaluated
@@ -425,6 +466,10 @@ class TrainConfig(Strict):
         return self
 
 
+#: FID feature extractors (``ablate.fid``): Inception-v3 as papers report, or the offline small CNN
+FID_EXTRACTORS = ("inception-v3-compat", "ablate-cnn")
+
+
 class EvalConfig(Strict):
     """Evaluation schedule and sampling (VCT App. C.2: sampling seed 32, 2-step time 0.821)."""
 
@@ -439,6 +484,13 @@ class EvalConfig(Strict):
     grid: bool = True  # save a PNG sample grid / 2-D scatter at each evaluation
     sampler: Literal["multistep", "pushforward"] = "multistep"  # restart (iCT/CU) or pushforward (VU)
     eta: float = Field(1.0, gt=0.0, le=1.0)  # edge-skipping factor of pushforward (SCT eq. 20)
+
+    @field_validator("steps")
+    @classmethod
+    def _step_counts(cls, steps: list[int]) -> list[int]:
+        if not steps or any(k < 1 for k in steps):
+            raise ValueError(f"expected a non-empty list of sampling step counts >= 1, got {steps}")
+        return steps
 
 
 class LogConfig(Strict):
@@ -478,27 +530,6 @@ class Config(Strict):
                         "name" in type(field.default).model_fields:
                     data[section] = {"name": field.default.name, **value}
         return data
-
-    @model_validator(mode="after")
-    def _velocity_kernel_choices(self) -> "Config":
-        """Choices that need f(x_t, t, s) for any s (Guide eq. 3) need a kernel that supports it."""
-        from .kernels import KERNELS
-
-        needs = [f"{section}.name={choice.name!r}" for section, choice, names in (
-            ("upper_limit", self.upper_limit, ("vu", "phased")),
-            ("distance", self.distance, ("particle_l2", "time_aware_mmd")),
-        ) if choice.name in names]
-        if self.eval.sampler == "pushforward" and self.upper_limit.name == "cu":
-            raise ValueError("eval.sampler='pushforward' needs a model with an upper limit s "
-                             "(upper_limit.name 'vu' or 'phased')")
-        if needs and not KERNELS.get(self.kernel.name).supports_upper_limit:
-            raise ValueError(f"{', '.join(needs)} need(s) a velocity kernel with a variable upper limit "
-                             f"(kernel.name 'fm'), got kernel.name={self.kernel.name!r}")
-        dist = self.distance
-        if dist.name == "time_aware_mmd" and self.train.batch_size % dist.group_size:
-            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of "
-                             f"distance.group_size ({dist.group_size})")
-        return self
 
 
 # ------------------------------------------------------------------------------ loading, overrides
@@ -601,6 +632,23 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     except yaml.YAMLError as err:
         raise ConfigError(str(path), [f"invalid YAML: {err}".replace("\n", " ")]) from None
     return build_config(raw, overrides, source=str(path))
+
+
+#: Config fields that name a location on disk (or a URI): made absolute where a command receives them
+PATH_FIELDS = (("data", "root"), ("eval", "cache_dir"), ("eval", "fid_weights"))
+
+
+def with_paths(cfg: Config, resolve: Callable[[str], str]) -> Config:
+    """``cfg`` with every path field (``PATH_FIELDS``) passed through ``resolve`` (None stays None)."""
+    updates: dict[str, dict[str, Any]] = {}
+    for section, key in PATH_FIELDS:
+        value = getattr(getattr(cfg, section), key)
+        if value is not None and resolve(value) != value:
+            updates.setdefault(section, {})[key] = resolve(value)
+    if not updates:
+        return cfg
+    return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=values)
+                                  for section, values in updates.items()})
 
 
 def flatten(cfg: Config | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

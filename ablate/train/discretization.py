@@ -27,6 +27,11 @@ class Discretization:
         (the upper limit s of the Guide's VU models, Sec. 3.4)."""
         raise NotImplementedError
 
+    def r_above(self, t: Tensor, r: Tensor, s: Tensor, step: int) -> Tensor:
+        """The lower time of a pair (t, r) drawn without a bound once the upper limit s < t is known
+        (phased models, SCT Sec. 4.3): r clipped to r >= s, so s <= r < t."""
+        return torch.maximum(r, s)
+
     def last_gap(self, step: int) -> float:
         """dt_N: the gap below t_max at step k (VCT Sec. 6.2's adaptive beta uses beta / dt_N)."""
         raise NotImplementedError
@@ -90,27 +95,50 @@ class ICTDiscretization(Discretization):
         return self.num_points(step)
 
 
+#: the exponent a(k) of q^a in ECT's mapping, by reading (``discretization.stage_exponent``)
+STAGE_EXPONENTS = {
+    "ceil": lambda step, d: -(-step // d),  # VCT eq. 62
+    "floor": lambda step, d: step // d,  # SCT eqs. 15, 17
+    "floor_plus_one": lambda step, d: step // d + 1,  # ECT's and VCT's ECM code
+}
+
+
 @DISCRETIZATIONS.register("ect")
 class ECTDiscretization(Discretization):
-    """ECT: t from the time sampler, r = t (1 - n(t) / q^ceil(k/d)), n(t) = 1 + k_n / (1 + e^{b t})
-    (VCT eq. 62; SCT eq. 15), d = ceil(K / stages). r is clamped to t_min, so stage 0 (k = 0) trains
-    the boundary (diffusion-like) target, as ECT does."""
+    """ECT: t from the time sampler, r = t (1 - n(t) / q^a), n(t) = 1 + k_n / (1 + e^{b t})
+    (VCT eq. 62; SCT eq. 15), a = ``stage_exponent`` of k and d = ceil(K / stages). Where
+    1 - n(t)/q^a < 0, r is clamped to t_min (so ceil's stage 0, k = 0, trains the boundary target) or,
+    with ``r_floor`` ``zero``, to 0 (the model returns x at t = 0, so the target is the clean data, as
+    ECT's code does). Below an upper limit s, r = ReLU(1 - n(t)/q^a) (t - s) + s (SCT eq. 17)."""
 
     @property
     def d(self) -> int:
         return max(1, math.ceil(self.iterations / self.cfg.stages))
 
-    def r_of(self, t: Tensor, step: int) -> Tensor:
+    def shrink(self, t: Tensor, step: int) -> Tensor:
+        """n(t) / q^a: one minus the ratio r/t of eq. 15 (and (r - s)/(t - s) of eq. 17)."""
         n_t = 1.0 + self.cfg.k / (1.0 + torch.exp(self.cfg.b * t))
-        r = t * (1.0 - n_t / self.cfg.q ** self.stage(step))
-        return r.clamp_min(self.kernel.t_min)
+        return n_t / self.cfg.q ** self.stage(step)
+
+    def r_of(self, t: Tensor, step: int) -> Tensor:
+        r = t * (1.0 - self.shrink(t, step))
+        return r.clamp_min(0.0 if self.cfg.r_floor == "zero" else self.kernel.t_min)
+
+    def r_in_segment(self, t: Tensor, s: Tensor, step: int) -> Tensor:
+        """SCT eq. 17: r = ReLU(1 - n(t)/q^a) (t - s) + s, the gap shrinking towards s, so s <= r < t.
+        r < t is kept in floating point too: for t a few ulps above s, (t - s) ratio + s rounds to t."""
+        ratio = (1.0 - self.shrink(t, step)).clamp_min(0.0)
+        return torch.minimum(ratio * (t - s) + s, torch.nextafter(t, s))
+
+    def r_above(self, t, r, s, step):
+        return self.r_in_segment(t, s, step)
 
     def sample_pair(self, n, step, sampler, device, lower=None):
         hi = math.inf if self.kernel.unbounded_above else self.kernel.t_max
-        if lower is not None:  # SCT eq. 17's r >= s for a model with upper limit s
+        if lower is not None:  # a model with upper limit s: t on [s, hi], r by SCT eq. 17
             t = sampler.sample(n, lower, hi, device)
             t = torch.maximum(t, lower + self.kernel.t_min * 1e-4)
-            return t, torch.maximum(self.r_of(t, step), lower)
+            return t, self.r_in_segment(t, lower, step)
         t = sampler.sample(n, self.kernel.t_min, hi, device)
         # a t on the boundary has no r below it: move it just above (measure zero for continuous t)
         t = torch.maximum(t, torch.full_like(t, self.kernel.t_min * (1 + 1e-4)))
@@ -121,7 +149,8 @@ class ECTDiscretization(Discretization):
         return float(t - self.r_of(t, step))
 
     def stage(self, step: int) -> int:
-        return math.ceil(step / self.d)
+        """The exponent a of q^a at step k."""
+        return STAGE_EXPONENTS[self.cfg.stage_exponent](step, self.d)
 
 
 def build_discretization(cfg, kernel: Kernel, iterations: int) -> Discretization:

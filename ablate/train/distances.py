@@ -16,8 +16,11 @@ def _sq_norm(x: Tensor, y: Tensor) -> Tensor:
 
 @DISTANCES.register("pseudo_huber")
 def pseudo_huber(cfg, x: Tensor, y: Tensor) -> Tensor:
-    """sqrt(||x - y||^2 + c^2) - c (VCT eq. 61), c = 0.00054 sqrt(d) unless given (iCT)."""
+    """sqrt(||x - y||^2 + c^2) - c (VCT eq. 61), c = 0.00054 sqrt(d) unless given (iCT); with
+    ``per_element`` sum_j sqrt((x_j - y_j)^2 + c^2) - c, as sony/vct's code computes it."""
     c = cfg.c if cfg.c is not None else default_pseudo_huber_c(x[0].numel())
+    if cfg.per_element:
+        return (torch.sqrt((x - y).flatten(1).pow(2) + c * c) - c).sum(dim=1)
     return torch.sqrt(_sq_norm(x, y) + c * c) - c
 
 

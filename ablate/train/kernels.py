@@ -4,9 +4,11 @@ Each kernel gives a_t, b_t and the boundary-respecting scalings of the consisten
 
     f(x_t, t, s) = c_skip(t, s) x_t + c_out(t, s) F(c_in(t) x_t, c_noise(t))
 
-with f(x, t_min) = x, i.e. c_skip(t_min) = 1 and c_out(t_min) = 0. ``s`` is the upper limit of the
-Guide's variable-upper-limit models; the x-predicting kernels (``ve``, ``li``, ``bridge``) map to
-s = t_min only.
+with f(x, t_min) = x, i.e. c_skip(t_min) = 1 and c_out(t_min) = 0: the *shifted* form, with t - t_min
+where EDM has t. ``s`` is the upper limit of the Guide's variable-upper-limit models; the x-predicting
+kernels (``ve``, ``li``, ``bridge``) map to s = t_min only. ``ve`` and ``li`` also give EDM's
+*unshifted* form (``shifted=False``), with which ECT's and VCT's ECM code train
+(``kernel.train_scalings``).
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ class Kernel:
 
     def __init__(self, cfg: KernelConfig):
         self.t_min, self.t_max, self.sigma_data = cfg.sigma_min, cfg.sigma_max, cfg.sigma_data
+        #: training forwards use the unshifted c_skip, c_out (ECT's code); sampling the shifted ones
+        self.unshifted_in_training = cfg.train_scalings == "unshifted"
 
     def a(self, t: Tensor) -> Tensor:
         raise NotImplementedError
@@ -39,11 +43,17 @@ class Kernel:
     def c_in(self, t: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def c_skip(self, t: Tensor, s: Tensor | None = None) -> Tensor:
+    def c_skip(self, t: Tensor, s: Tensor | None = None, shifted: bool = True) -> Tensor:
+        """``shifted=False`` (EDM's form) only for kernels that have one (``ve``, ``li``; the config
+        allows it for those only)."""
         raise NotImplementedError
 
-    def c_out(self, t: Tensor, s: Tensor | None = None) -> Tensor:
+    def c_out(self, t: Tensor, s: Tensor | None = None, shifted: bool = True) -> Tensor:
         raise NotImplementedError
+
+    def origin(self, shifted: bool) -> float:
+        """Where c_skip = 1 and c_out = 0: t_min in the shifted (boundary) form, 0 in EDM's."""
+        return self.t_min if shifted else 0.0
 
     def c_noise(self, t: Tensor) -> Tensor:
         """iCT's time input 1000 * 0.25 log t (the CM codebase's rescaled EDM c_noise)."""
@@ -68,7 +78,8 @@ def expand_as(t: Tensor, x: Tensor) -> Tensor:
 class VEKernel(Kernel):
     """Variance exploding: x_t = x0 + t x1 (EDM, iCT). c_skip, c_out in the CM boundary form
     (Song et al. 2023, App. C): c_skip = sd^2 / ((t - t_min)^2 + sd^2), c_out = (t - t_min) sd /
-    sqrt(sd^2 + t^2); c_in = 1 / sqrt(sd^2 + t^2)."""
+    sqrt(sd^2 + t^2); c_in = 1 / sqrt(sd^2 + t^2). Unshifted (EDM; ECT's ECMPrecond in training):
+    t in place of t - t_min."""
 
     unbounded_above = True
 
@@ -81,12 +92,12 @@ class VEKernel(Kernel):
     def c_in(self, t: Tensor) -> Tensor:
         return torch.rsqrt(self.sigma_data ** 2 + t ** 2)
 
-    def c_skip(self, t: Tensor, s: Tensor | None = None) -> Tensor:
+    def c_skip(self, t: Tensor, s: Tensor | None = None, shifted: bool = True) -> Tensor:
         sd2 = self.sigma_data ** 2
-        return sd2 / ((t - self.t_min) ** 2 + sd2)
+        return sd2 / ((t - self.origin(shifted)) ** 2 + sd2)
 
-    def c_out(self, t: Tensor, s: Tensor | None = None) -> Tensor:
-        return (t - self.t_min) * self.sigma_data * torch.rsqrt(self.sigma_data ** 2 + t ** 2)
+    def c_out(self, t: Tensor, s: Tensor | None = None, shifted: bool = True) -> Tensor:
+        return (t - self.origin(shifted)) * self.sigma_data * torch.rsqrt(self.sigma_data ** 2 + t ** 2)
 
 
 @KERNELS.register("li")
@@ -97,6 +108,8 @@ class LIKernel(Kernel):
     c_in (eq. 12) = 1 / sqrt(sd^2 (1 - t/s_max)^2 + t^2);
     c_skip (eq. 13 = 39) = sd^2 alpha' / ((t - s_min)^2 + sd^2 alpha'^2), alpha' = 1 - (t - s_min)/(s_max - s_min);
     c_out (eq. 14 = 40) = (t - s_min) sd c_in(t).
+    Unshifted (VCT App. A before the boundary shift; sony/vct ``get_scaling_factors``): s_min -> 0, so
+    alpha' = 1 - t/s_max.
     """
 
     def a(self, t: Tensor) -> Tensor:
@@ -108,15 +121,13 @@ class LIKernel(Kernel):
     def c_in(self, t: Tensor) -> Tensor:
         return torch.rsqrt(self.sigma_data ** 2 * (1.0 - t / self.t_max) ** 2 + t ** 2)
 
-    def _alpha_shifted(self, t: Tensor) -> Tensor:
-        return 1.0 - (t - self.t_min) / (self.t_max - self.t_min)
+    def c_skip(self, t: Tensor, s: Tensor | None = None, shifted: bool = True) -> Tensor:
+        o, sd2 = self.origin(shifted), self.sigma_data ** 2
+        alpha = 1.0 - (t - o) / (self.t_max - o)
+        return sd2 * alpha / ((t - o) ** 2 + sd2 * alpha ** 2)
 
-    def c_skip(self, t: Tensor, s: Tensor | None = None) -> Tensor:
-        sd2, alpha = self.sigma_data ** 2, self._alpha_shifted(t)
-        return sd2 * alpha / ((t - self.t_min) ** 2 + sd2 * alpha ** 2)
-
-    def c_out(self, t: Tensor, s: Tensor | None = None) -> Tensor:
-        return (t - self.t_min) * self.sigma_data * self.c_in(t)
+    def c_out(self, t: Tensor, s: Tensor | None = None, shifted: bool = True) -> Tensor:
+        return (t - self.origin(shifted)) * self.sigma_data * self.c_in(t)
 
 
 @KERNELS.register("fm")
@@ -137,10 +148,10 @@ class FMKernel(Kernel):
     def c_in(self, t: Tensor) -> Tensor:
         return torch.ones_like(t)
 
-    def c_skip(self, t: Tensor, s: Tensor | None = None) -> Tensor:
+    def c_skip(self, t: Tensor, s: Tensor | None = None, shifted: bool = True) -> Tensor:
         return torch.ones_like(t)
 
-    def c_out(self, t: Tensor, s: Tensor | None = None) -> Tensor:
+    def c_out(self, t: Tensor, s: Tensor | None = None, shifted: bool = True) -> Tensor:
         return (self.t_min if s is None else s) - t
 
     def c_noise(self, t: Tensor) -> Tensor:
@@ -178,12 +189,12 @@ class BridgeKernel(Kernel):
         noise = (t - self.t_min) / self.t_max
         return noise, 1.0 - (t - self.t_min) / (self.t_max - self.t_min)
 
-    def c_skip(self, t: Tensor, s: Tensor | None = None) -> Tensor:
+    def c_skip(self, t: Tensor, s: Tensor | None = None, shifted: bool = True) -> Tensor:
         sd2 = self.sigma_data ** 2
         noise, alpha = self._shifted(t)
         return sd2 * alpha / (noise ** 2 + sd2 * alpha ** 2)
 
-    def c_out(self, t: Tensor, s: Tensor | None = None) -> Tensor:
+    def c_out(self, t: Tensor, s: Tensor | None = None, shifted: bool = True) -> Tensor:
         noise, _ = self._shifted(t)
         return noise * self.sigma_data * self.c_in(t)
 

@@ -1,6 +1,7 @@
 """The consistency function f(x_t, t, s) = c_skip x_t + c_out F(c_in x_t, c(t)) around a backbone."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .kernels import Kernel, expand_as
@@ -28,6 +29,14 @@ class ConsistencyFunction(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor, s: Tensor | None = None,
                 class_labels: Tensor | None = None) -> Tensor:
+        """f(x_t, t, s); in training mode with ``kernel.unshifted_in_training`` the c_skip, c_out are
+        EDM's unshifted ones (ECT's code), in eval mode (sampling) always the shifted boundary form.
+        At t = 0 (ECT's code's r = 0) f is the identity: x_0 is the clean data, and the backbone is not
+        evaluated there (its time input log t would be -inf)."""
         k = self.kernel
+        shifted = not (self.training and k.unshifted_in_training)
+        at_zero = t <= 0
+        t = torch.where(at_zero, k.t_min, t)
         out = self.velocity(x_t, t, s, class_labels)
-        return expand_as(k.c_skip(t, s), x_t) * x_t + expand_as(k.c_out(t, s), x_t) * out
+        f = expand_as(k.c_skip(t, s, shifted), x_t) * x_t + expand_as(k.c_out(t, s, shifted), x_t) * out
+        return torch.where(expand_as(at_zero, x_t), x_t, f)

@@ -12,7 +12,9 @@ import copy
 import logging
 import math
 import os
+import pickle
 import random
+import re
 import tempfile
 import time
 from contextlib import nullcontext
@@ -23,9 +25,11 @@ import torch
 from torch import Tensor
 
 from .batches import BatchOrder, DataBundle
+from .checks import DatasetInfo, check_runnable
+from .columns import trainer_columns
 from .config import Config
 from .couplings import CouplingContext, build_coupling, transport_cost
-from .diagnostics import DIAGNOSTIC_KEYS, gradient_diagnostics
+from .diagnostics import gradient_diagnostics
 from .discretization import build_discretization
 from .kernels import build_kernel
 from .model import ConsistencyFunction
@@ -62,13 +66,13 @@ class Trainer:
 
     def __init__(self, cfg: Config, data: DataBundle, evaluator: Optional[Evaluator] = None,
                  device: Optional[torch.device] = None):
+        check_runnable(cfg, DatasetInfo.of_bundle(data))  # every start-up rule, as validation checks them
         self.cfg = cfg
         self.device = device or resolve_device(cfg.train.device)
         seed_everything(cfg.train.seed)
         self.data = data.to(self.device)
         self.evaluator = evaluator
         self.kernel = build_kernel(cfg.kernel)
-        self._check_sampling_times()
         num_classes = data.num_classes if cfg.data.class_conditional else 0
         self.dual_time = cfg.upper_limit.name != "cu"
         backbone = build_network(cfg.model, data.shape, num_classes, self.dual_time)
@@ -96,6 +100,7 @@ class Trainer:
         self._ema_params = [list(ema.parameters()) for ema in self.emas]
         self._target_params = None if self.target is self.online else list(self.target.parameters())
         self._coupling_params = [p for p in self.coupling.parameters() if p.requires_grad]
+        self.columns = trainer_columns(cfg)  # every report row carries these, from step 0 on
         self._reset_accumulators()
 
     # ----------------------------------------------------------------------------------- set-up
@@ -103,17 +108,6 @@ class Trainer:
         clone = copy.deepcopy(module)
         clone.requires_grad_(False)
         return clone
-
-    def _check_sampling_times(self) -> None:
-        ev = self.cfg.eval
-        need = max(ev.steps) - 1
-        if need > len(ev.mid_times):
-            raise ValueError(f"eval.steps asks for {max(ev.steps)} steps but eval.mid_times has "
-                             f"{len(ev.mid_times)} intermediate times (need {need})")
-        for tau in ev.mid_times[:need]:
-            if not self.kernel.t_min < tau < self.kernel.t_max:
-                raise ValueError(f"eval.mid_times: {tau} is outside the kernel's time range "
-                                 f"({self.kernel.t_min}, {self.kernel.t_max})")
 
     def _reset_accumulators(self) -> None:
         self._loss_sum = torch.zeros((), device=self.device)
@@ -247,25 +241,21 @@ class Trainer:
         return k % log_cfg.report_every == 0 or k % self.cfg.eval.every == 0 or k == self.cfg.train.iterations
 
     def _report_row(self) -> dict[str, Any]:
+        """Every trainer column (:func:`.columns.trainer_columns`); averages over the steps since the last
+        report, null where nothing was measured (the step-0 row precedes any training step)."""
         n = max(self._n_steps, 1)
         values = [self._loss_sum / n] + [v / n for v in self._log_sums.values()]
-        host = torch.stack(values).tolist() if self._n_steps else [math.nan] * len(values)
-        row: dict[str, Any] = {
-            "step": self.step,
-            "images_seen": self.step * self.cfg.train.batch_size,
-            "wall_s": self.wall_s,
-            "loss": host[0],
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "stage": self.discretization.stage(self.step),
-        }
+        host = torch.stack(values).tolist() if self._n_steps else [None] * len(values)
+        row: dict[str, Any] = dict.fromkeys(self.columns)
+        row.update(step=self.step, images_seen=self.step * self.cfg.train.batch_size, wall_s=self.wall_s,
+                   loss=host[0], lr=self.optimizer.param_groups[0]["lr"],
+                   stage=self.discretization.stage(self.step))
         row.update(zip(self._log_sums.keys(), host[1:]))
         if self._n_steps and not math.isfinite(row["loss"]):
             self.status = "diverged"
         row["status"] = self.status
-        if self.cfg.log.diag_every:
-            row.update(dict.fromkeys(DIAGNOSTIC_KEYS, math.nan))
-            if self.status == "running" and self._diagnostics_due():
-                row.update(gradient_diagnostics(self))
+        if self.cfg.log.diag_every and self.status == "running" and self._diagnostics_due():
+            row.update(gradient_diagnostics(self))
         return row
 
     def _diagnostics_due(self) -> bool:
@@ -328,7 +318,7 @@ class Trainer:
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if cuda else None,
-                "numpy": np.random.get_state(),
+                "numpy": _numpy_state_as_data(np.random.get_state()),
                 "python": random.getstate(),
             },
             "config": self.cfg.model_dump(mode="json"),
@@ -347,7 +337,7 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(rng["cuda"])
-        np.random.set_state(rng["numpy"])
+        np.random.set_state(_numpy_state_from_data(rng["numpy"]))
         random.setstate(rng["python"])
         self._reset_accumulators()
 
@@ -365,4 +355,31 @@ class Trainer:
                 os.remove(tmp)
 
     def load(self, path: str) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        """Load a checkpoint as data only (``weights_only``): a checkpoint in shared storage that carries
+        pickled objects would be code run by every node that resumes from it, so it is refused."""
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except pickle.UnpicklingError as err:
+            found = re.search(r"GLOBAL (\S+)", str(err))
+            detail = f"it names {found.group(1)}" if found else "not plain data"
+            raise CheckpointError(f"{path}: refused to load: the checkpoint holds objects other than "
+                                  f"tensors and plain data ({detail}); ablate loads checkpoints as data "
+                                  "only. A checkpoint written by ablate never does: was it replaced?") from None
+        self.load_state_dict(state)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded as data (tensors, numbers, strings, lists, dicts)."""
+
+
+def _numpy_state_as_data(state: tuple) -> dict[str, Any]:
+    """numpy's legacy RNG state (name, uint32 keys, pos, has_gauss, cached) without numpy objects, so
+    that checkpoints load with ``torch.load(weights_only=True)``."""
+    name, keys, pos, has_gauss, cached = state
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _numpy_state_from_data(data: dict[str, Any]) -> tuple:
+    return (data["name"], data["keys"].cpu().numpy().astype(np.uint32), data["pos"], data["has_gauss"],
+            data["cached_gaussian"])

@@ -46,6 +46,8 @@ class Coupling(nn.Module):
 
     #: gradient-norm clipping of the coupling's own parameters (None: no clipping)
     grad_clip: Optional[float] = None
+    #: the scalar logs its pairs carry (report columns a sweep may tune on; see ``ablate.train.checks``)
+    logs: tuple[str, ...] = ()
 
     def __init__(self, cfg, kernel: Kernel, data_shape: tuple[int, ...], iterations: int,
                  num_classes: int = 0):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import ot
 import torch
 from torch import Tensor
 
@@ -13,6 +12,7 @@ from .base import Coupling, CouplingContext, Pair
 def ot_permutation(x0: Tensor, x1: Tensor) -> Tensor:
     """Indices j(i) pairing x0[i] with x1[j(i)] by an exact OT plan between the two uniform batches,
     squared Euclidean cost (POT ``ot.emd``). With equal batch sizes the plan is a permutation."""
+    import ot  # POT (and the scipy it loads) only where OT pairs are drawn, not for every config check
     cost = torch.cdist(x0.flatten(1).double(), x1.flatten(1).double()).pow(2).cpu().numpy()
     n = cost.shape[0]
     weights = np.full(n, 1.0 / n)

@@ -20,7 +20,8 @@ def gaussian_kl_to_standard(mean: Tensor, log_scale: Tensor) -> Tensor:
 
 
 class PointEncoder(nn.Module):
-    """Encoder for low-dimensional data: a small GELU MLP x0 -> (mean, log scale) of x0's shape."""
+    """Encoder for low-dimensional data: a small GELU MLP x0 -> (mean, scale parameter) of x0's shape
+    (the scale parameter becomes g_sigma through ``scale_activation``)."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -28,14 +29,14 @@ class PointEncoder(nn.Module):
                                  nn.Linear(hidden, 2 * dim))
 
     def forward(self, x0: Tensor) -> tuple[Tensor, Tensor]:
-        mean, log_scale = self.net(x0).chunk(2, dim=1)
-        return mean, log_scale
+        mean, scale_param = self.net(x0).chunk(2, dim=1)
+        return mean, scale_param
 
 
 class ImageEncoder(nn.Module):
     """Encoder for images: a smaller copy of the DDPM++ backbone (VCT Table 4: 32 channels, 1 res block,
     mult [2, 2, 2]) without time conditioning (a constant time input). A 1x1 convolution lifts x0 to 2C
-    channels so that the UNet's same-shape output holds the mean and the log scale."""
+    channels so that the UNet's same-shape output holds the mean and the scale parameter."""
 
     def __init__(self, shape: tuple[int, ...], channels: int):
         super().__init__()
@@ -46,8 +47,8 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x0: Tensor) -> tuple[Tensor, Tensor]:
         no_time = torch.zeros(x0.shape[0], device=x0.device)
-        mean, log_scale = self.unet(self.lift(x0), no_time).chunk(2, dim=1)
-        return mean, log_scale
+        mean, scale_param = self.unet(self.lift(x0), no_time).chunk(2, dim=1)
+        return mean, scale_param
 
 
 @COUPLINGS.register("vc")
@@ -56,8 +57,12 @@ class VariationalCoupling(Coupling):
     averaged over the batch (VCT eq. 9). lambda_KL = beta / dt_N when the loss weight is 1/dt and
     ``adaptive`` (VCT Sec. 6.2: dt_N is the last grid gap for ``ict``, sigma_max - r(sigma_max) for
     ``ect``), else beta. The encoder is trained jointly, clipped at ``grad_clip`` and averaged by its own
-    EMA, which multistep sampling uses to re-noise (VCT Alg. 2). Logs ``kl``, ``enc_mean_abs`` (mean
-    |g_mu|), ``enc_scale`` (mean g_sigma) and ``kl_weight``."""
+    EMA, which multistep sampling uses to re-noise (VCT Alg. 2). The encoder sees x0 or x0 / sigma_data
+    (``encoder_input``) and g_sigma is exp or softplus of its scale output (``scale_activation``; the
+    sony/vct code's choices are x0 / sigma_data and softplus, with g_sigma + 1e-8 in its KL). Logs
+    ``kl``, ``enc_mean_abs`` (mean |g_mu|), ``enc_scale`` (mean g_sigma) and ``kl_weight``."""
+
+    logs = ("kl", "enc_mean_abs", "enc_scale", "kl_weight")
 
     def __init__(self, cfg, kernel, data_shape, iterations, num_classes=0):
         super().__init__(cfg, kernel, data_shape, iterations, num_classes)
@@ -78,9 +83,17 @@ class VariationalCoupling(Coupling):
             self._kl_weights[stage] = self.cfg.beta / ctx.discretization.last_gap(ctx.step)
         return self._kl_weights[stage]
 
+    def encode(self, x0: Tensor, use_ema: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """(g_mu, g_sigma, log of the scale the KL uses) of q_phi(x1 | x0)."""
+        x = x0 / self.kernel.sigma_data if self.cfg.encoder_input == "x0_over_sigma_data" else x0
+        mean, scale_param = (self.encoder_ema if use_ema else self.encoder)(x)
+        if self.cfg.scale_activation == "softplus":
+            scale = nn.functional.softplus(scale_param)
+            return mean, scale, torch.log(scale + 1e-8)
+        return mean, torch.exp(scale_param), scale_param
+
     def pair(self, x0: Tensor, x1: Tensor, ctx: CouplingContext) -> Pair:
-        mean, log_scale = self.encoder(x0)
-        scale = torch.exp(log_scale)
+        mean, scale, log_scale = self.encode(x0)
         coupled = mean + scale * x1  # x1 is the eps ~ N(0, I) of the reparameterisation
         kl = gaussian_kl_to_standard(mean, log_scale).mean()
         weight = self.kl_weight(ctx)
@@ -92,8 +105,8 @@ class VariationalCoupling(Coupling):
     @torch.no_grad()
     def sampling_noise(self, x0_hat: Tensor, noise: Tensor, use_ema: bool = True) -> Tensor:
         """x1 = g_mu(x) + g_sigma(x) eps for the generated x (VCT Alg. 2), with the EMA encoder."""
-        mean, log_scale = (self.encoder_ema if use_ema else self.encoder)(x0_hat)
-        return mean + torch.exp(log_scale) * noise
+        mean, scale, _ = self.encode(x0_hat, use_ema)
+        return mean + scale * noise
 
     @torch.no_grad()
     def after_step(self) -> None:

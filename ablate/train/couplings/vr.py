@@ -41,6 +41,8 @@ class VarianceReducedTarget(Coupling):
     references 1 / sum_j W_j^2.
     """
 
+    logs = ("vr_ess",)
+
     def __init__(self, cfg, kernel, data_shape, iterations, num_classes=0):
         super().__init__(cfg, kernel, data_shape, iterations, num_classes)
         size = cfg.buffer
