@@ -1,7 +1,7 @@
 """The ``ablate`` command: thin argument parsing around one library call per subcommand.
 
 Exit codes: 0 success, 2 invalid input (one-line cause on stderr, nothing started or written),
-1 runtime failure.
+1 runtime failure, 128 + the signal's number for a sweep stopped by SIGINT (130) or SIGTERM (143).
 """
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+if TYPE_CHECKING:
+    from .sweep import SweepInterrupted
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INVALID = 0, 1, 2
+#: arguments that name a place (a path or URI): --out, a sweep directory, -o
+LOCATION_ARGS = ("out", "dir", "output")
 
 
 class InvalidInput(Exception):
@@ -30,19 +35,21 @@ def _json_safe(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------ train
 def cmd_train(args: argparse.Namespace) -> int:
     from .spec import SpecError, parse_set_args
-    from .train.config import ConfigError, load_config
+    from .storage import absolute
+    from .train.config import ConfigError, load_config, with_paths
     from .train.registry import UnknownChoiceError
 
     out = Path(args.out)
     try:  # the config is checked before torch and the datasets are even imported
         overrides = parse_set_args(args.set or [])
-        cfg = load_config(args.config, overrides)
+        cfg = with_paths(load_config(args.config, overrides), absolute)
         if (out / "metrics").exists() and any((out / "metrics").iterdir()) and not args.resume:
             raise InvalidInput(f"{out}: already holds a run; pass --resume to continue it or choose "
                                "another --out")
+        from .train.trainer import CheckpointError
         from .trial import prepare_trial, run_trial
 
-        setup = prepare_trial(cfg, out_dir=str(out))
+        setup = prepare_trial(cfg, out_dir=str(out), source=args.config)
     except (ConfigError, SpecError, UnknownChoiceError, InvalidInput) as err:
         raise InvalidInput(str(err).replace("\n", "; ")) from None
     except ValueError as err:
@@ -60,10 +67,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             trainer.save(str(checkpoint))
         metrics = " ".join(f"{k}={row[k]:.4g}" for k in sorted(row)
                            if k.startswith(("w2_", "fid_", "kl", "grad_var")) and isinstance(row[k], float))
-        print(f"[{row['step']:>7}/{total}] loss={row['loss']:.4g} {metrics} "
+        loss = f"{row['loss']:.4g}" if row["step"] else "-"  # no training step yet at step 0
+        print(f"[{row['step']:>7}/{total}] loss={loss} {metrics} "
               f"wall={row['wall_s']:.1f}s {row['status']}", file=sys.stderr, flush=True)
 
-    final = run_trial(setup, str(out), args.trial_id, resume_from=resume_from, on_report=progress)
+    try:
+        final = run_trial(setup, str(out), args.trial_id, resume_from=resume_from, on_report=progress)
+    except CheckpointError as err:
+        raise InvalidInput(str(err)) from None
     keep = {k: _json_safe(v) for k, v in final.items() if "." not in k}
     print(json.dumps(keep, sort_keys=True))
     return EXIT_OK if final["status"] == "completed" else EXIT_RUNTIME
@@ -93,25 +104,46 @@ def cmd_run(args: argparse.Namespace) -> int:
         load_spec(args.file, args.profile, overrides)
     except SpecError as err:
         raise InvalidInput(str(err).replace("\n", "; ")) from None
-    from .sweep import SweepError, run_sweep
+    from .sweep import SweepError, SweepInterrupted, run_sweep
 
     try:
         sweep_dir = run_sweep(args.file, args.profile, overrides, out=args.out, name=args.name,
                               address=args.address, num_cpus=args.num_cpus, quiet=_quiet(args))
     except (SpecError, SweepError) as err:
         raise InvalidInput(str(err).replace("\n", "; ") if isinstance(err, SpecError) else str(err)) from None
+    except SweepInterrupted as stop:
+        return _interrupted("run", stop)
     return _finish(sweep_dir)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .sweep import SweepError, resume_sweep
+    from .sweep import SweepError, SweepInterrupted, resume_sweep
 
     try:
         sweep_dir = resume_sweep(args.dir, restart_errored=args.restart_errored, address=args.address,
                                  num_cpus=args.num_cpus, quiet=_quiet(args))
     except SweepError as err:
         raise InvalidInput(str(err)) from None
+    except SweepInterrupted as stop:
+        return _interrupted("resume", stop)
     return _finish(sweep_dir)
+
+
+def _interrupted(command: str, stop: SweepInterrupted) -> int:
+    """The table as the stop left it (trials that were running: ``interrupted``) and one line saying how
+    to continue; the exit status of the signal (130 for SIGINT, 143 for SIGTERM)."""
+    from .sweep import status_table
+
+    if stop.resumable:
+        try:
+            print(status_table(stop.sweep_dir))
+        except FileNotFoundError:  # no trial had written anything yet
+            pass
+        print(f"ablate {command}: interrupted; `ablate resume {stop.sweep_dir}` continues it", file=sys.stderr)
+    else:
+        print(f"ablate {command}: interrupted before any trial started; start the sweep again with "
+              "`ablate run`", file=sys.stderr)
+    return stop.exit_status
 
 
 def _finish(sweep_dir: str) -> int:
@@ -244,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for location in LOCATION_ARGS:  # absolute once, here: trials run in working directories of Ray's
+        if getattr(args, location, None):  # choosing, and a resumed sweep may start from elsewhere
+            from .storage import absolute
+
+            setattr(args, location, absolute(getattr(args, location)))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

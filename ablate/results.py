@@ -34,7 +34,9 @@ from .storage import put, resolve, write_file
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("running", "completed", "stopped_early", "diverged", "errored")
+#: ``interrupted``: the sweep's driver stopped on SIGINT/SIGTERM while the trial ran (ablate.sweep); the
+#: next attempt (``ablate resume``) records ``running`` again
+STATUSES = ("running", "completed", "stopped_early", "diverged", "errored", "interrupted")
 WRITER_COLUMNS = ("trial_id", "attempt")
 
 _ROWS_FILE = re.compile(r"a(\d{3,})-(\d{8,})\.parquet")
@@ -67,12 +69,23 @@ def _check_trial_id(trial_id: str) -> None:
         )
 
 
-def _rows_to_table(rows: list[dict], trial_id: str, attempt: int) -> pa.Table:
+#: Parquet type of each column type a trial declares (``ablate.train.columns``)
+ARROW_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
+
+
+def arrow_schema(columns: dict[str, type]) -> pa.Schema:
+    """The store's schema for declared columns: the writer's own columns first, then ``columns``."""
+    fields = [pa.field("trial_id", pa.string()), pa.field("attempt", pa.int64())]
+    return pa.schema(fields + [pa.field(name, ARROW_TYPES[kind]) for name, kind in columns.items()])
+
+
+def _rows_to_table(rows: list[dict], trial_id: str, attempt: int, schema: pa.Schema | None = None) -> pa.Table:
     """One Arrow table from flat rows; keys missing from a row are null.
 
-    A column that is null in every row of this append is typed float64 (metrics such as
-    ``fid_1step`` are null between evaluations), so that ``pandas.read_parquet(<root>/metrics)``,
-    which takes its schema from the first file, still reads a run whose later files carry numbers.
+    With a ``schema`` (the trial's declared columns) every file has exactly those columns and types, so
+    any Parquet reader, which takes its schema from one file, sees them all; a key the schema does not
+    declare is an error. Without one, a column that is null in every row of this append is typed
+    float64 (metrics are null between evaluations).
     """
     for index, row in enumerate(rows):
         for key, value in row.items():
@@ -86,6 +99,19 @@ def _rows_to_table(rows: list[dict], trial_id: str, attempt: int) -> pa.Table:
         step = row.get("step")
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"row {index} of trial {trial_id}: 'step' must be an int >= 0, got {step!r}")
+    if schema is not None:
+        undeclared = [key for key in dict.fromkeys(k for row in rows for k in row) if schema.get_field_index(key) < 0]
+        if undeclared:
+            raise ValueError(f"trial {trial_id}: row keys {undeclared} are not among the trial's declared "
+                             "columns (ablate.train.columns)")
+        arrays = [pa.array([trial_id] * len(rows), pa.string()), pa.array([attempt] * len(rows), pa.int64())]
+        for field in list(schema)[2:]:
+            try:
+                arrays.append(pa.array([row.get(field.name) for row in rows], type=field.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+                raise ValueError(f"column {field.name!r} of trial {trial_id} is declared {field.type}: "
+                                 f"{error}") from error
+        return pa.Table.from_arrays(arrays, schema=schema)
     columns = {"trial_id": pa.array([trial_id] * len(rows)), "attempt": pa.array([attempt] * len(rows))}
     for key in dict.fromkeys(key for row in rows for key in row):
         values = [row.get(key) for row in rows]
@@ -104,9 +130,13 @@ class TrialWriter:
     :meth:`append` for each report and :meth:`set_status` when the trial's status changes.
     """
 
-    def __init__(self, root: str, trial_id: str, filesystem: pafs.FileSystem | None = None) -> None:
+    def __init__(self, root: str, trial_id: str, filesystem: pafs.FileSystem | None = None,
+                 columns: dict[str, type] | None = None) -> None:
+        """``columns``: the trial's declared columns and types (``ablate.train.columns``); every file
+        then carries all of them. None: each file has the columns its rows have."""
         _check_trial_id(trial_id)
         self.trial_id = trial_id
+        self.schema = arrow_schema(columns) if columns is not None else None
         self._fs, root_path = resolve(root, filesystem)
         self._directory = f"{root_path}/metrics/{trial_id}"
         self._fs.create_dir(self._directory, recursive=True)
@@ -136,7 +166,7 @@ class TrialWriter:
             raise RuntimeError(f"trial {self.trial_id}: call begin_attempt() before append()")
         if not rows:
             return
-        table = _rows_to_table(rows, self.trial_id, self.attempt)
+        table = _rows_to_table(rows, self.trial_id, self.attempt, self.schema)
         name = f"a{self.attempt:03d}-{self._sequence:08d}.parquet"
         put(self._fs, f"{self._directory}/{name}", _parquet_bytes(table))
         self._sequence += 1
@@ -156,12 +186,37 @@ class TrialWriter:
 def mark_status(root: str, trial_id: str, status: str, step: int | None = None, error: str | None = None,
                 filesystem: pafs.FileSystem | None = None) -> None:
     """Record an outcome decided outside the trial's process (the sweep driver): stopped early by the
-    scheduler, errored after its last retry. Attributed to the trial's latest attempt."""
+    scheduler, errored after its last retry, interrupted. Attributed to the trial's latest attempt."""
     writer = TrialWriter(root, trial_id, filesystem=filesystem)
     names = [info.base_name for info in writer._fs.get_file_info(pafs.FileSelector(writer._directory))]
     attempts = [int(m.group(1)) for m in map(_ATTEMPT_FILE.fullmatch, names) if m]
     writer.attempt = max(attempts, default=1)
     writer.set_status(status, step=step, error=error)
+
+
+def mark_interrupted(root: str, filesystem: pafs.FileSystem | None = None) -> list[str]:
+    """Record what a sweep's driver stopped on a signal leaves: every trial still ``running`` (or with no
+    status yet) becomes ``interrupted``, at its last step, and the ids are returned. Call it once the trial
+    processes have stopped writing. A trial whose last row already carries its outcome (it finished, then
+    stopped before replacing its status) gets that outcome instead: a finished trial stays finished."""
+    try:
+        store = _Store(root, filesystem)
+    except FileNotFoundError:  # no trial has started
+        return []
+    rows = _deduplicate(store.raw_rows, store.attempts)
+    last = rows.drop_duplicates("trial_id", keep="last").set_index("trial_id")
+    recorded = store.statuses.set_index("trial_id")["status"]
+    interrupted = []
+    for trial_id in sorted(store.trial_ids):
+        if recorded.get(trial_id, "running") != "running":
+            continue
+        step = int(last.at[trial_id, "step"]) if trial_id in last.index else None
+        outcome = last.at[trial_id, "status"] if trial_id in last.index and "status" in last else None
+        if outcome not in STATUSES or outcome == "running":
+            outcome = "interrupted"
+            interrupted.append(trial_id)
+        mark_status(root, trial_id, outcome, step=step, filesystem=filesystem)
+    return interrupted
 
 
 def current_status(root: str, trial_id: str, filesystem: pafs.FileSystem | None = None) -> str | None:
@@ -307,6 +362,22 @@ def trial_status(root: str, filesystem: pafs.FileSystem | None = None) -> pd.Dat
     per_trial = per_trial.astype({"attempts": "Int64", "last_step": "Int64", "n_rows": "Int64"})
     per_trial = per_trial.fillna({"attempts": 0, "n_rows": 0})
     return per_trial[["trial_id", "status", "attempts", "last_step", "error", "n_rows"]]
+
+
+def collected_is_current(root: str, filesystem: pafs.FileSystem | None = None) -> bool:
+    """Whether ``<root>/results.parquet`` (:func:`collect`'s default) exists and is at least as new as
+    every file of the store under ``root`` (nothing was written since it was collected), so that reading
+    it gives what :func:`read_rows` would. True for a collected file without a store next to it."""
+    fs, root_path = resolve(root, filesystem)
+    written = fs.get_file_info(f"{root_path}/results.parquet")
+    if written.type != pafs.FileType.File or written.mtime is None:
+        return False
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(f"{root_path}/metrics", recursive=True))
+    except FileNotFoundError:
+        return True
+    changed = [info.mtime for info in infos if info.type == pafs.FileType.File]
+    return all(mtime is not None and mtime <= written.mtime for mtime in changed)
 
 
 def collect(root: str, out: str | None = None, filesystem: pafs.FileSystem | None = None) -> str:

@@ -3,8 +3,12 @@
 A file names a ``base`` trainer config, a ``space`` of dotted keys with distributions, named
 ``variants`` (arms: sets of overrides, crossed with the space), ``seeds`` (replicates) and a ``tune``
 block. Everything is validated before any trial starts, and every error names the file, the key path
-and what is allowed. This module never imports ray: it yields neutral descriptions (:class:`Point`,
-:class:`TuneSpec`, :meth:`SweepSpec.suggest`) that ``ablate.sweep`` turns into Ray Tune objects.
+and what is allowed. Every point the sweep can produce (every grid and choice value, both ends of each
+numeric range, every variant, under every profile and without one) is built and checked against the
+trainer's start-up rules (:mod:`ablate.train.checks`, which every trial applies too) and against the
+metrics its trials report, so a file that validates does not fail at start-up. This module never
+imports ray: it yields neutral descriptions (:class:`Point`, :class:`TuneSpec`,
+:meth:`SweepSpec.suggest`) that ``ablate.sweep`` turns into Ray Tune objects.
 
 Distributions: ``{grid: [..]}``, ``{choice: [..]}``, ``{uniform: [low, high]}``,
 ``{loguniform: [low, high]}``, ``{int: [low, high], step: s}``; any may carry
@@ -32,6 +36,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +46,13 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ablate.train.config import Config, ConfigError, apply_overrides, build_config, flatten
+from ablate.storage import absolute
+from ablate.train.config import Config, ConfigError, apply_overrides, build_config, flatten, with_paths
 
 TOP_KEYS = ("name", "description", "base", "space", "variants", "seeds", "tune", "profiles")
 DISCRETE = ("grid", "choice", "int")
 CONTINUOUS = ("uniform", "loguniform")
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "int")
-SCALAR_METRICS = ("loss", "grad_var", "grad_norm", "transport_cost")
-STEP_METRIC = re.compile(r"^(fid|w2|frechet)_(\d+)step$")  # one per sampling step in eval.steps
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -232,6 +236,9 @@ class SweepSpec:
     profiles: dict[str, dict[str, Any]]
     profile: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # the --set items
+    #: what relative paths in trainer configs (``data.root``...) are relative to: the working directory
+    #: of the command that started the sweep (trials run in working directories of Ray's choosing)
+    workdir: str = field(default_factory=os.getcwd)
     _variant_flat: dict[str | None, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     # ---- conditionals
@@ -292,6 +299,14 @@ class SweepSpec:
             return self.random_points()
         raise ValueError("the optuna searcher proposes points one at a time: use suggest()")
 
+    def probe_points(self) -> list[tuple[dict[str, Any], str | None]]:
+        """(params, variant) of every point validation builds: each point of the grid, or, for the
+        random and optuna searchers, every categorical value and both bounds of each range. Every
+        choice (and so every set of config keys) a trial of the sweep can have is among them."""
+        values_of = Param.grid_values if self.tune.searcher.name == "grid" else Param.probe_values
+        return [(params, variant) for variant in self._variant_names()
+                for params in self._expand(values_of, variant)]
+
     def suggest(self, trial: Suggester, variant: str | None = None) -> dict[str, Any]:
         """Define-by-run draw (an ``optuna.Trial`` or a seeded sampler); inactive keys are skipped."""
         params: dict[str, Any] = {}
@@ -303,7 +318,8 @@ class SweepSpec:
     def config_for(self, params: Mapping[str, Any], variant: str | None, seed: int) -> Config:
         """The trial's config: base + variant + params, with ``train.seed = seed``."""
         raw = apply_overrides(self.base, self.variants[variant] if variant else {})
-        return build_config(raw, {**params, "train.seed": seed}, source=self.source)
+        cfg = build_config(raw, {**params, "train.seed": seed}, source=self.source)
+        return with_paths(cfg, lambda location: absolute(location, self.workdir))
 
     def describe(self) -> str:
         """One line for ``ablate validate``: what would run."""
@@ -369,9 +385,10 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
 
 
 def load_spec(path: str | Path, profile: str | None = None,
-              overrides: Mapping[str, Any] | None = None) -> SweepSpec:
+              overrides: Mapping[str, Any] | None = None, workdir: str | None = None) -> SweepSpec:
     """Read, validate and expand-check a search-space file; raise :class:`SpecError` if anything is
-    wrong (every grid point or distribution bound, every variant and the tune block are checked)."""
+    wrong (every grid point or distribution bound, every variant and the tune block are checked).
+    Relative paths in trainer configs resolve against ``workdir`` (default: the working directory)."""
     file = str(path)
     try:
         text = Path(path).read_text()
@@ -384,7 +401,9 @@ def load_spec(path: str | Path, profile: str | None = None,
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<yaml>"
         raise SpecError(file, [(where, f"invalid YAML: {getattr(err, 'problem', None) or err}")]) \
             from None
-    return _Builder(file, text).build(raw, profile, dict(overrides or {}))
+    spec = _Builder(file, text).build(raw, profile, dict(overrides or {}))
+    spec.workdir = os.path.abspath(workdir or os.getcwd())
+    return spec
 
 
 def _is_dotted(key: Any) -> bool:
@@ -452,17 +471,6 @@ def _split_problem(line: str) -> tuple[str, str]:
     return path, msg.removeprefix("Value error, ")
 
 
-def _dataset_names() -> list[str] | None:
-    """Valid ``data.name`` values from ``ablate.data`` (None where that module offers none)."""
-    import importlib
-    import importlib.util
-
-    if importlib.util.find_spec("ablate.data") is None:
-        return None
-    names = getattr(importlib.import_module("ablate.data"), "dataset_names", None)
-    return list(names()) if names else None
-
-
 Origin = tuple[str, str]  # (label for errors, dotted key) of an override, in application order
 
 
@@ -506,17 +514,26 @@ class _Builder:
         profiles = self._mappings(raw.get("profiles"), "profiles")
         variants = self._mappings(raw.get("variants"), "variants")
         self.check()
+        if profile is not None and profile not in profiles:
+            valid = ", ".join(profiles) or "none (the file has no profiles)"
+            raise SpecError(self.file, [("--profile", f"unknown profile {profile!r}; valid: {valid}")])
 
-        for pname, poverrides in profiles.items():  # every profile must apply, chosen or not
-            if pname != profile:
-                self._apply(raw, [(f"profiles.{pname}", poverrides)])
-        sources = []
-        if profile is not None:
-            if profile not in profiles:
-                valid = ", ".join(profiles) or "none (the file has no profiles)"
-                raise SpecError(self.file, [("--profile", f"unknown profile {profile!r}; "
-                                                           f"valid: {valid}")])
-            sources.append((f"profiles.{profile}", profiles[profile]))
+        for other in [None, *profiles]:  # every profile must run, chosen or not (and the file without)
+            if other != profile:
+                try:
+                    _Builder(self.file, self.text)._sweep(raw, name, description, profiles, variants,
+                                                          other, {})
+                except SpecError as err:
+                    for key, msg in err.problems:
+                        self.add(key, msg)
+        self.check()
+        return self._sweep(raw, name, description, profiles, variants, profile, set_items)
+
+    def _sweep(self, raw: Mapping[str, Any], name: str, description: str,
+               profiles: dict[str, dict[str, Any]], variants: dict[str, dict[str, Any]],
+               profile: str | None, set_items: dict[str, Any]) -> SweepSpec:
+        """The spec under one profile (None: none) and --set, checked down to every point."""
+        sources = [(f"profiles.{profile}", profiles[profile])] if profile is not None else []
         sources.append(("--set", set_items))
         base, base_cfg, tune, seeds = self._apply(raw, sources)
         self.check()
@@ -627,11 +644,7 @@ class _Builder:
             for path, msg in _pydantic_problems(err, "tune"):
                 self.add(self._attribute(path, origins, ""), msg)
             return None
-        if tune.metric not in SCALAR_METRICS and not STEP_METRIC.match(tune.metric):
-            self.add(self._attribute("tune.metric", origins, ""),
-                     f"unknown metric {tune.metric!r}; allowed: {', '.join(SCALAR_METRICS)}, or "
-                     "fid_Kstep / w2_Kstep / frechet_Kstep for K in eval.steps")
-        return tune
+        return tune  # its metric is checked against what the trials report, at every point
 
     def _seeds(self, value: Any, where: str, base_cfg: Config | None) -> list[int]:
         if value is None:
@@ -732,8 +745,7 @@ class _Builder:
 
     # ---- variants, conditions, searcher
     def _variants(self, spec: SweepSpec) -> None:
-        origins = [(f"profiles.{spec.profile}.{k}", k) for k in spec.profiles.get(spec.profile, {})]
-        origins += [(f"--set {k}", k) for k in spec.overrides]
+        origins = _override_origins(spec)
         for name, overrides in spec.variants.items():
             for key in overrides:
                 if key in spec.space:
@@ -785,36 +797,65 @@ class _Builder:
                 self.add("variants", "the optuna searcher is adaptive and runs one trial per "
                          "point: compare variants with the grid or random searcher")
 
-    # ---- every point (or distribution bound) x variant builds a valid config
+    # ---- every point (or distribution bound) x variant builds a config that can start
     def _probe(self, spec: SweepSpec) -> None:
-        values_of = Param.grid_values if spec.tune.searcher.name == "grid" else Param.probe_values
-        datasets = _dataset_names()
-        step_metric = STEP_METRIC.match(spec.tune.metric)
+        """Build every point (grid values, or both bounds of a range) of every variant and apply the
+        trainer's start-up rules (:func:`ablate.train.checks.problems`) with the tune metric to it."""
+        from ablate.data import describe_dataset
+        from ablate.train.checks import problems
+        from ablate.train.registry import UnknownChoiceError
+
         seen: set[str] = set()
-        for variant in spec._variant_names():
-            origins = [(f"variants.{variant}.{k}", k) for k in spec.variants.get(variant, {})]
+        for params, variant in spec.probe_points():
+            origins = _override_origins(spec) + \
+                [(f"variants.{variant}.{k}", k) for k in spec.variants.get(variant, {})]
             raw = apply_overrides(spec.base, spec.variants[variant] if variant else {})
-            for params in spec._expand(values_of, variant):
-                seen.update(params)
-                context = ", ".join([f"variant {variant}"] * bool(variant) +
-                                    [f"{k}={v!r}" for k, v in params.items()])
-                context = f" (at {context})" if context else ""
-                labels = origins + [(f"space.{k}", k) for k in params]
-                cfg = self._build(raw, params, labels, "base", context)
-                if cfg is None:
-                    continue
-                flat = flatten(cfg)
-                for key, value in params.items():
-                    if spec.space[key].kind in CONTINUOUS and isinstance(flat[key], int):
-                        self.add(f"space.{key}", f"{spec.space[key].kind} draws floats but {key} "
-                                                 "is an integer; use an int distribution")
-                if datasets is not None and cfg.data.name not in datasets:
-                    where = self._attribute("data.name", labels, "base")
-                    self.add(where, f"unknown dataset {cfg.data.name!r}; valid: "
-                                    f"{', '.join(datasets)}{context}")
-                if step_metric and int(step_metric.group(2)) not in cfg.eval.steps:
-                    self.add("tune.metric", f"{spec.tune.metric} needs {step_metric.group(2)} in "
-                             f"eval.steps, which is {cfg.eval.steps}{context}")
+            seen.update(params)
+            context = ", ".join([f"profile {spec.profile}"] * bool(spec.profile) +
+                                [f"variant {variant}"] * bool(variant) +
+                                [f"{k}={v!r}" for k, v in params.items()])
+            context = f" (at {context})" if context else ""
+            labels = origins + [(f"space.{k}", k) for k in params]
+            cfg = self._build(raw, params, labels, "base", context)
+            if cfg is None:
+                continue
+            flat = flatten(cfg)
+            for key, value in params.items():
+                if spec.space[key].kind in CONTINUOUS and isinstance(flat[key], int):
+                    self.add(f"space.{key}", f"{spec.space[key].kind} draws floats but {key} "
+                                             "is an integer; use an int distribution")
+            try:
+                dataset = describe_dataset(cfg.data)
+            except UnknownChoiceError as err:
+                self._report(("data.name",), str(err), labels, context)
+                dataset = None
+            for problem in problems(cfg, dataset, spec.tune.metric):
+                self._report(problem.keys, problem.message, labels, context)
         for key, param in spec.space.items():
             if key not in seen:
                 self.add(f"space.{key}.when", f"never holds: {param.when} is not met at any point")
+
+    def _report(self, keys: tuple[str, ...], message: str, origins: list[Origin], context: str) -> None:
+        """A start-up problem, blamed on the most specific place that set one of its keys (the space
+        over a variant over --set over a profile over base); once per place and cause."""
+        where = self._blame(keys, origins)
+        if (where, message) not in self.reported:
+            self.reported.add((where, message))
+            self.add(where, message + context)
+
+    def _blame(self, keys: tuple[str, ...], origins: list[Origin]) -> str:
+        """The label of the latest override that set any of ``keys`` (``base.KEY`` of the first key
+        when none did; ``tune.*`` keys live outside base)."""
+        latest, culprit = -1, keys[0]
+        for key in keys:
+            for index, (_, origin) in enumerate(origins):
+                if index > latest and (origin == key or origin.startswith(key + ".")
+                                       or key.startswith(origin + ".")):
+                    latest, culprit = index, key
+        return self._attribute(culprit, origins, "" if culprit.startswith("tune.") else "base")
+
+
+def _override_origins(spec: SweepSpec) -> list[Origin]:
+    """Where the profile's and --set's keys come from, in the order they are applied."""
+    origins = [(f"profiles.{spec.profile}.{k}", k) for k in spec.profiles.get(spec.profile, {})]
+    return origins + [(f"--set {k}", k) for k in spec.overrides]

@@ -32,6 +32,15 @@ def resolve(location: str, filesystem: pafs.FileSystem | None = None) -> tuple[p
     return fs, path.rstrip("/")
 
 
+def absolute(location: str, base: str | None = None) -> str:
+    """``location`` as it must cross a process boundary: a URI unchanged, a ``~`` path unchanged (it
+    names the same place on every node), any other path absolute against ``base`` (default: the
+    working directory). Ray Tune runs trials in working directories of its own choosing."""
+    if "://" in location or location.startswith("~"):
+        return location
+    return os.path.normpath(os.path.join(base or os.getcwd(), location))
+
+
 def join(location: str, *parts: str) -> str:
     """``location/part/...`` for a path or a URI (URIs keep their scheme and escapes)."""
     return "/".join([location.rstrip("/"), *parts])

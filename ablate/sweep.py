@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -34,7 +35,9 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from . import results, storage
+from .interrupt import StopSignals, exit_status
 from .spec import Point, SweepSpec, load_spec, make_point
+from .train.columns import ColumnTypes, merge_columns, row_columns
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,17 @@ FAULT_STEP_ENV, FAULT_TRIALS_ENV, FAULT_ALWAYS_ENV = "ABLATE_FAULT_STEP", "ABLAT
 
 class SweepError(RuntimeError):
     """A sweep cannot start or resume (bad directory, changed file, impossible resources)."""
+
+
+class SweepInterrupted(RuntimeError):
+    """The driver stopped on SIGINT or SIGTERM: Ray Tune saved its state, the trials that were running are
+    recorded ``interrupted``, and ``ablate resume`` continues the sweep when ``resumable`` (Tune had saved
+    a state to continue from: not so when the signal came before its first trial started)."""
+
+    def __init__(self, sweep_dir: str, signum: int, resumable: bool):
+        super().__init__(f"{sweep_dir}: interrupted by {signal.Signals(signum).name}")
+        self.sweep_dir, self.signum, self.resumable = sweep_dir, signum, resumable
+        self.exit_status = exit_status(signum)
 
 
 # ----------------------------------------------------------------------------------- locations
@@ -86,6 +100,23 @@ def point_columns(point: Point, spec: SweepSpec) -> dict[str, Any]:
             "point_key": point.key}
 
 
+#: where a trial ran (``train_point``): the Ray node and the GPUs Ray assigned
+PLACEMENT_COLUMNS = {"node_id": str, "ray_gpu_ids": str}
+
+
+def sweep_columns(spec: SweepSpec) -> ColumnTypes:
+    """The columns of every row of every trial of the sweep (the union over its probe points), so
+    that all its files share one schema and any Parquet reader of the store sees every column."""
+    from .data import describe_dataset
+
+    parts = [PLACEMENT_COLUMNS]
+    for params, variant in spec.probe_points():
+        cfg = spec.config_for(params, variant, spec.seeds[0])
+        extra = point_columns(make_point(params, variant, spec.seeds[0]), spec)
+        parts.append(row_columns(cfg, describe_dataset(cfg.data).kind, True, extra))
+    return merge_columns(*parts)
+
+
 # ------------------------------------------------------------------------------------ trainable
 def _point_of(config: dict[str, Any], spec: SweepSpec) -> Point:
     if "point" in config:  # grid / random: the full point was enumerated up front
@@ -111,7 +142,7 @@ def _ray_metrics(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if "." not in k and isinstance(v, (int, float, str, bool))}
 
 
-def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str) -> None:
+def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, columns: ColumnTypes) -> None:
     """The Ray Tune trainable: one point of the search space, one seed."""
     # imported here, in the trial's worker: the driver (and `ablate status`) never trains, and torch
     # with the evaluation stack (POT loads scikit-learn and scipy.stats) costs it ~3 s to import
@@ -135,7 +166,8 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str) -> None
     placement = {"node_id": ray.get_runtime_context().get_node_id(),
                  "ray_gpu_ids": ",".join(str(gpu) for gpu in gpu_ids)}
     setup = prepare_trial(cfg, sweep_dir, {**point_columns(point, spec), **placement}, device,
-                          pictures_under=f"samples/{trial_id}")  # next to the store, wherever that is
+                          pictures_under=f"samples/{trial_id}",  # next to the store, wherever that is
+                          schema=columns)
 
     # Tune's checkpoints are markers ("this trial has state to continue from"); the state itself is one
     # file per trial in the store, replaced whole at each checkpoint. Tune deletes old checkpoints before
@@ -279,7 +311,7 @@ def _param_space(spec: SweepSpec) -> Optional[dict[str, Any]]:
 
 def _trainable(spec: SweepSpec, sweep_dir: str):
     res = spec.tune.resources
-    fn = tune.with_parameters(train_point, spec=spec, sweep_dir=sweep_dir)
+    fn = tune.with_parameters(train_point, spec=spec, sweep_dir=sweep_dir, columns=sweep_columns(spec))
     return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
 
@@ -412,12 +444,83 @@ def _run_config(spec: SweepSpec, sweep_dir: str, quiet: bool) -> tune.RunConfig:
         callbacks=callbacks, verbose=0)
 
 
+class _TuneStopNotes(logging.Filter):
+    """Watches Ray Tune's log while it stops on a signal. Its notes on a stopped run (its Ctrl-C advice,
+    ``Resume experiment with: Tuner.restore(...)``, the trials it left unfinished) name a Python API the
+    user never called, so they are dropped (the CLI says how to continue: ``ablate resume DIR``); its note
+    that the final save of its experiment state is over (or failed) tells ``signals`` that a second
+    signal may end the process now."""
+
+    HIDDEN = ("Stop signal received", "Experiment has been interrupted", "Trials did not complete")
+    SAVED = ("Wrote the latest version of all result files and experiment state",
+             "Experiment state snapshotting failed")
+
+    def __init__(self, signals: StopSignals):
+        super().__init__()
+        self.signals = signals
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.signals.received is None:
+            return True
+        message = record.getMessage()
+        if message.startswith(self.SAVED):
+            self.signals.saved()
+        return not message.startswith(self.HIDDEN)
+
+
+def _fit(tuner: tune.Tuner, sweep_dir: str, command: str) -> None:
+    """``tuner.fit()``, stopping cleanly on the first SIGINT or SIGTERM and at once on the second
+    (ablate.interrupt). Raises :class:`SweepInterrupted` after a stop, once every trial that was running
+    is recorded ``interrupted`` in the store."""
+    # Tune stops cleanly on SIGUSR1 (and SIGINT, which it would take over) with a handler it installs in
+    # Tuner.fit (ray.tune.tune._setup_signal_catching): it ends its loop after the current step, saves its
+    # experiment state (what `ablate resume` restores) and stops the trials. Both signals go to that
+    # handler here; before Tune has installed it nothing has run yet, and the signal interrupts fit.
+    tune_handler_before = signal.getsignal(signal.SIGUSR1)
+
+    def ask_tune_to_stop() -> bool:
+        handler = signal.getsignal(signal.SIGUSR1)
+        if handler is tune_handler_before or not callable(handler):
+            return False
+        handler(signal.SIGUSR1, None)
+        return True
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT stays ours (Tune reads this in fit)
+    notice = (f"ablate {command}: stopping: Ray Tune saves its state and stops the trials "
+              "(a second Ctrl-C quits at once)")
+    farewell = f"ablate {command}: stopped at once; `ablate resume {sweep_dir}` continues it"
+    tune_log = logging.getLogger("ray.tune.tune")
+    with StopSignals(ask_tune_to_stop, notice, farewell) as signals:
+        notes = _TuneStopNotes(signals)
+        tune_log.addFilter(notes)
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:
+            if signals.received is None:
+                raise
+        finally:
+            tune_log.removeFilter(notes)
+        if signals.received is None:
+            return
+        signals.saved()  # whatever Tune saved is saved: a second signal now exits at once
+        # Trials stop at their next report (Tune asked them to), and a local Ray's shutdown ends their
+        # processes, so none writes after the statuses below. On a cluster the job's trials end as the
+        # driver leaves: one that finishes meanwhile records its outcome after `interrupted` (and one
+        # whose last row already says it finished keeps that outcome: results.mark_interrupted).
+        ray.shutdown()
+        results.mark_interrupted(sweep_dir)
+    raise SweepInterrupted(sweep_dir, signals.received,
+                           resumable=tune.Tuner.can_restore(_for_ray(storage.join(sweep_dir, TUNE_DIR))))
+
+
 def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict[str, Any]] = None,
               out: str = "runs", name: Optional[str] = None, address: Optional[str] = None,
               num_cpus: Optional[int] = None, quiet: bool = False,
               notify: Callable[[str], None] = print) -> str:
-    """Validate ``path``, start (or connect to) Ray and run the sweep; returns the sweep directory."""
+    """Validate ``path``, start (or connect to) Ray and run the sweep; returns the sweep directory.
+    Raises :class:`SweepInterrupted` when SIGINT or SIGTERM stopped it."""
     spec = load_spec(path, profile, overrides)  # raises SpecError before anything starts
+    out = storage.absolute(out)  # trials run in working directories of Ray's choosing
     try:
         storage.resolve(out)
     except (ValueError, OSError) as err:
@@ -428,7 +531,7 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
     _write_text(storage.join(sweep_dir, SPEC_FILE), Path(path).read_text())
     _write_text(storage.join(sweep_dir, SWEEP_FILE), json.dumps({
         "name": spec.name, "source": os.path.abspath(path), "sha256": spec.sha256,
-        "profile": spec.profile, "overrides": spec.overrides, "num_cpus": num_cpus,
+        "profile": spec.profile, "overrides": spec.overrides, "workdir": spec.workdir, "num_cpus": num_cpus,
         "ray": ray.__version__, "started": _dt.datetime.now().isoformat(timespec="seconds"),
     }, indent=2, default=str))
     notify(f"sweep {spec.name}: {sweep_dir}")
@@ -439,7 +542,7 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
                                     num_samples=_num_samples(spec), reuse_actors=True,
                                     max_concurrent_trials=spec.tune.max_concurrent),
         run_config=_run_config(spec, sweep_dir, quiet))
-    tuner.fit()
+    _fit(tuner, sweep_dir, "run")
     results.collect(sweep_dir)
     return sweep_dir
 
@@ -457,7 +560,7 @@ def load_sweep(sweep_dir: str) -> tuple[dict[str, Any], SweepSpec]:
     with tempfile.TemporaryDirectory() as tmp:
         copy = os.path.join(tmp, os.path.basename(record["source"]))
         Path(copy).write_text(_read_text(storage.join(sweep_dir, SPEC_FILE)))
-        spec = load_spec(copy, record["profile"], record["overrides"])
+        spec = load_spec(copy, record["profile"], record["overrides"], record.get("workdir"))
     return record, spec
 
 
@@ -493,7 +596,9 @@ def resume_sweep(sweep_dir: str, restart_errored: bool = False, address: Optiona
                  num_cpus: Optional[int] = None, quiet: bool = False,
                  notify: Callable[[str], None] = print) -> str:
     """Finish an interrupted sweep: unfinished trials continue from their last checkpoints, errored
-    ones too (or from scratch with ``restart_errored``); searcher and scheduler state are restored."""
+    ones too (or from scratch with ``restart_errored``); searcher and scheduler state are restored.
+    Raises :class:`SweepInterrupted` when SIGINT or SIGTERM stopped it again."""
+    sweep_dir = storage.absolute(sweep_dir)  # handed to trials, which run in Ray's working directories
     record, spec = load_sweep(sweep_dir)
     diff = spec_changes(sweep_dir, record)
     if diff:
@@ -509,7 +614,7 @@ def resume_sweep(sweep_dir: str, restart_errored: bool = False, address: Optiona
     tuner = tune.Tuner.restore(_for_ray(tune_dir),
                                trainable=_trainable(spec, sweep_dir), resume_unfinished=True,
                                resume_errored=not restart_errored, restart_errored=restart_errored)
-    tuner.fit()
+    _fit(tuner, sweep_dir, "resume")
     results.collect(sweep_dir)
     return sweep_dir
 
@@ -523,10 +628,12 @@ def status_table(sweep_dir: str) -> str:
         rows = results.read_rows(sweep_dir)
     except FileNotFoundError:
         rows = None
+    # the arm of a trial without rows yet: from the sweep's fixed design (optuna proposes points one by one)
+    arms = {p.trial_name: arm_label(p) for p in spec.points()} if spec.tune.searcher.name != "optuna" else {}
     metric, lines = spec.tune.metric, []
     for trial_id, st in statuses.iterrows():
         # a trial without rows has no step, and one without an error no error (both null in the frame)
-        line = {"trial": trial_id, "arm": "", "step": None if pd.isna(st["last_step"]) else int(st["last_step"]),
+        line = {"trial": trial_id, "arm": arms.get(trial_id, ""), "step": None if pd.isna(st["last_step"]) else int(st["last_step"]),
                 "last": math.nan, "best": math.nan, "status": st["status"],
                 "error": st["error"] if isinstance(st["error"], str) else None}
         if rows is not None and len(rows):

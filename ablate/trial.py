@@ -17,9 +17,11 @@ from typing import Any, Callable, Optional
 import pyarrow.fs as pafs
 import torch
 
-from .data import load_dataset
+from .data import describe_dataset, load_dataset
 from .evaluation import Evaluator
 from .results import TrialWriter
+from .train.checks import check_runnable
+from .train.columns import ColumnTypes, merge_columns, row_columns
 from .train.config import Config, flatten
 from .train.trainer import Trainer, resolve_device
 
@@ -35,22 +37,31 @@ class TrialSetup:
 
     cfg: Config
     trainer: Trainer
-    columns: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, Any] = field(default_factory=dict)  # the values every row of the trial shares
+    schema: ColumnTypes = field(default_factory=dict)  # every column a row has, with its type
 
 
 def prepare_trial(cfg: Config, out_dir: Optional[str], columns: Optional[dict[str, Any]] = None,
-                  device: Optional[torch.device] = None, pictures_under: str = "samples") -> TrialSetup:
-    """Load the data and build the evaluator and trainer (config errors surface here).
+                  device: Optional[torch.device] = None, pictures_under: str = "samples",
+                  source: str = "config", schema: Optional[ColumnTypes] = None) -> TrialSetup:
+    """Load the data and build the trainer and evaluator (config errors surface here).
 
-    Sample pictures go to ``out_dir/pictures_under/`` (a path or URI; ``out_dir`` None: none)."""
+    The start-up rules (:mod:`ablate.train.checks`, the ones ``ablate validate`` applies) run on the
+    dataset's description before any data is read, and again in the Trainer on the data read (an
+    image folder's labels), before the evaluator trains or loads a feature extractor. Sample pictures
+    go to ``out_dir/pictures_under/`` (a path or URI; ``out_dir`` None: none). ``source`` names the
+    config in errors (its file). ``schema``: the columns of every
+    trial of a sweep (:func:`row_columns` over its points), so that all its files share one schema."""
+    check_runnable(cfg, describe_dataset(cfg.data), source)
     device = device or resolve_device(cfg.train.device)
     data = load_dataset(cfg.data, seed=cfg.train.seed)
-    evaluator = Evaluator(cfg.eval, data, out_dir, device, pictures_under)
-    trainer = Trainer(cfg, data, evaluator, device)
+    trainer = Trainer(cfg, data, device=device)
+    trainer.evaluator = Evaluator(cfg.eval, data, out_dir, device, pictures_under)
     base = {"seed": cfg.train.seed, "node": socket.gethostname(), "device": str(device)}
     base.update({k: json.dumps(v) if isinstance(v, list) else v for k, v in flatten(cfg).items()})
     base.update(columns or {})
-    return TrialSetup(cfg, trainer, base)
+    own = row_columns(cfg, data.kind, out_dir is not None, columns)
+    return TrialSetup(cfg, trainer, base, merge_columns(schema, own) if schema else own)
 
 
 def run_trial(setup: TrialSetup, store_root: str, trial_id: str, *,
@@ -70,7 +81,7 @@ def run_trial(setup: TrialSetup, store_root: str, trial_id: str, *,
             log.info("trial %s: its checkpoint at step %d is %s already", trial_id, trainer.step, trainer.status)
             return {**setup.columns, "step": trainer.step, "status": trainer.status}
         log.info("trial %s: resumed from step %d", trial_id, trainer.step)
-    writer = TrialWriter(store_root, trial_id, filesystem=filesystem)
+    writer = TrialWriter(store_root, trial_id, filesystem=filesystem, columns=setup.schema)
     writer.begin_attempt(trainer.step if resume_from is not None else None)
     writer.set_status("running", step=trainer.step)  # a retry is running again, not still `errored`
     every = setup.cfg.log.checkpoint_every

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -32,8 +34,12 @@ def cluster(tmp_path_factory) -> Iterator[tuple]:
     """A head node (1 CPU) and a worker node (1 CPU, 1 GPU); shut down (only these) at the end."""
     from ray.cluster_utils import Cluster
 
-    node_args = {"temp_dir": str(tmp_path_factory.mktemp("ray"))}
+    # a private RAY_TMPDIR holding the nodes' temp dir: Ray writes the cluster's address file into
+    # $RAY_TMPDIR/ray, which on a fresh machine (no /tmp/ray yet) must be the head node's own directory
+    private = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: unix socket paths are limited
+    node_args = {"temp_dir": os.path.join(private, "ray")}
     with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_TMPDIR", private)
         # the nodes' workers import ablate, as after `pip install -e` in cluster.yaml's setup_commands
         env.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         two_nodes = Cluster(initialize_head=True, connect=False,
@@ -44,6 +50,7 @@ def cluster(tmp_path_factory) -> Iterator[tuple]:
             yield two_nodes, two_nodes.head_node, gpu_node
         finally:
             two_nodes.shutdown()
+            shutil.rmtree(private, ignore_errors=True)
 
 
 def run_sweep(address: str, space: Path, store_uri: str, cwd: Path, *extra: str) -> None:

@@ -239,8 +239,57 @@ def test_make_report_before_the_first_evaluation(tmp_path):
     assert "curve_loss_images_seen.png" not in report  # images seen = 128 x step: no new curve
 
 
+def write_store(root: Path, df: pd.DataFrame) -> dict:
+    """``df``'s rows into a results store under ``root``, one append per row, as trials write them;
+    returns each trial's writer."""
+    from ablate.results import TrialWriter
+
+    writers = {}
+    for row in df.drop(columns=["attempt", "model.channel_mult"]).to_dict("records"):
+        trial_id = row.pop("trial_id")
+        if trial_id not in writers:
+            writers[trial_id] = TrialWriter(str(root), trial_id)
+            writers[trial_id].begin_attempt(None)
+        writers[trial_id].append([{k: (None if isinstance(v, float) and np.isnan(v) else v)
+                                   for k, v in row.items()}])
+    return writers
+
+
+def test_a_running_sweep_is_read_from_its_store_and_its_report_says_how_far_it_got(tmp_path):
+    import time
+
+    from ablate.results import collect
+
+    df = make_results(n_seeds=1)
+    so_far = df[df["step"] <= df["trial_id"].map(lambda t: 300 if t == "t000" else 400)]
+    writers = write_store(tmp_path, so_far)  # no results.parquet: the sweep is running
+    rows = figures.load_results(tmp_path)
+    assert sorted(zip(rows["trial_id"], rows["step"])) == sorted(zip(so_far["trial_id"], so_far["step"]))
+    assert (rows["status"] == "running").all()
+
+    report = figures.make_report(rows, tmp_path / "report", "running").read_text()
+    header = report.split("## Trials")[0]
+    assert "still running**: 6 of 6 trials, reported up to step 400" in header
+    assert "`t000` 300" in header and "`t001` 400" in header
+
+    time.sleep(0.05)  # file times order the store's writes and the collected file
+    collect(str(tmp_path))  # current: read instead of the store (marked here to tell them apart)
+    pd.read_parquet(tmp_path / "results.parquet").assign(marker=1).to_parquet(tmp_path / "results.parquet")
+    assert "marker" in figures.load_results(tmp_path)
+    time.sleep(0.05)
+    writers["t000"].append([{"sweep": "coupling_lr", "seed": 40, "arm": rows["arm"].iloc[0], "step": 400,
+                             "status": "running", "loss": 0.05}])  # the sweep went on: the store again
+    rows = figures.load_results(tmp_path)
+    assert "marker" not in rows and len(rows) == len(so_far) + 1
+
+
 def test_load_results_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="results.parquet"):
+        figures.load_results(tmp_path)
+    with pytest.raises(FileNotFoundError, match="other.parquet"):
+        figures.load_results(tmp_path / "other.parquet")
+    (tmp_path / "metrics").mkdir()
+    with pytest.raises(ValueError, match="no trial has reported a row yet"):
         figures.load_results(tmp_path)
     pd.DataFrame({"trial_id": ["a"], "step": [1]}).to_parquet(tmp_path / "results.parquet")
     with pytest.raises(ValueError, match="missing column.*seed, arm, status"):

@@ -16,7 +16,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from ablate.results import STATUSES, TrialWriter, _deduplicate, collect, read_rows, trial_status
+from ablate.results import (STATUSES, TrialWriter, _deduplicate, collect, collected_is_current,
+                            mark_interrupted, read_rows, trial_status)
 
 fsspec = pytest.importorskip("fsspec")
 
@@ -249,6 +250,62 @@ def test_trial_without_rows_is_listed(store: Store) -> None:
                       "error": "ValueError: bad config", "n_rows": 0}
 
 
+def test_interrupted_marks_only_trials_still_running_and_a_resumed_attempt_clears_it(store: Store) -> None:
+    midway = store.writer("midway")
+    midway.begin_attempt(None)
+    midway.set_status("running", step=0)
+    midway.append([report(step) for step in range(3)])
+    finished = store.writer("finished")  # its last row is written, its status is not (stopped in between)
+    finished.begin_attempt(None)
+    finished.set_status("running", step=0)
+    finished.append([report(0), {**report(1), "status": "completed"}])
+    done = store.writer("done")
+    done.begin_attempt(None)
+    done.append([{**report(0), "status": "diverged"}])
+    done.set_status("diverged", step=0)
+    starting = store.writer("starting")  # started, no row yet
+    starting.begin_attempt(None)
+    starting.set_status("running", step=0)
+
+    assert mark_interrupted(f"{store.root}-none", store.filesystem) == []  # no trial had started
+    assert mark_interrupted(store.root, store.filesystem) == ["midway", "starting"]
+    status = trial_status(store.root, store.filesystem).set_index("trial_id")["status"].to_dict()
+    assert status == {"midway": "interrupted", "finished": "completed", "done": "diverged",
+                      "starting": "interrupted"}
+    rows = store.read()
+    assert list(rows.loc[rows["trial_id"] == "midway", "status"]) == ["running", "running", "interrupted"]
+    assert "interrupted" in STATUSES
+
+    resumed = store.writer("midway")  # `ablate resume`: the next attempt records running again
+    resumed.begin_attempt(resumed_from_step=1)
+    resumed.set_status("running", step=1)
+    assert trial_status(store.root, store.filesystem).set_index("trial_id").loc["midway", "status"] == "running"
+    assert list(store.read().query("trial_id == 'midway'")["status"]) == ["running", "running"]
+    assert mark_interrupted(store.root, store.filesystem) == ["midway"]  # again, now at step 1
+    assert trial_status(store.root, store.filesystem).set_index("trial_id").loc["midway", "last_step"] == 1
+
+
+def test_collected_file_is_current_until_the_store_changes(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    assert not collected_is_current(root)  # nothing collected
+    writer = TrialWriter(root, "t1")
+    writer.begin_attempt(None)
+    writer.append([report(0)])
+    assert not collected_is_current(root)
+    time.sleep(0.05)  # file times: a later write must get a later time than the collected file's
+    collect(root)
+    assert collected_is_current(root)
+    time.sleep(0.05)
+    writer.append([report(1)])
+    assert not collected_is_current(root)
+    time.sleep(0.05)
+    collect(root)
+    assert collected_is_current(root)
+    writer.set_status("interrupted", step=1)  # a status counts as a change too
+    os.utime(f"{root}/metrics/t1/_status.json", (time.time() + 1, time.time() + 1))
+    assert not collected_is_current(root)
+
+
 def test_pandas_reads_raw_rows_of_a_single_trial(store: Store) -> None:
     writer = store.writer("run")
     writer.begin_attempt(None)
@@ -311,7 +368,7 @@ def test_invalid_use_gives_clear_errors(store: Store) -> None:
             store.writer(bad)
     with pytest.raises(FileNotFoundError, match="no results store"):
         read_rows(f"{store.root}-missing", store.filesystem)
-    assert STATUSES == ("running", "completed", "stopped_early", "diverged", "errored")
+    assert STATUSES == ("running", "completed", "stopped_early", "diverged", "errored", "interrupted")
 
 
 def test_incompatible_column_types_across_files_are_reported(store: Store) -> None:

@@ -285,7 +285,7 @@ def test_override_errors_name_their_origin(tmp_path):
 
 # ------------------------------------------------------------------------------ tune / searcher
 @pytest.mark.parametrize("tune, key, text", [
-    ("{metric: fid_3step, mode: min}", "tune.metric", "needs 3 in eval.steps"),
+    ("{metric: w2_3step, mode: min}", "tune.metric", "needs 3 in eval.steps"),
     ("{metric: loss, mode: min, scheduler: {name: asha, reduction_factor: 1}}",
      "tune.scheduler.reduction_factor", "greater than or equal to 2"),
     ("{metric: loss, mode: min, searcher: random}", "tune.searcher.num_samples", "required"),
@@ -311,7 +311,7 @@ def test_tune_block_errors(tmp_path, tune, key, text):
 
 
 def test_fractional_resources_and_asha_are_accepted(tmp_path):
-    path = write(tmp_path, "base: {}\ntune: {metric: fid_2step, mode: min, resources: "
+    path = write(tmp_path, "base: {}\ntune: {metric: w2_2step, mode: min, resources: "
                            "{cpu: 0.5, gpu: 0.25}, scheduler: {name: asha, grace_period: 2}}\n")
     tune = load_spec(path).tune
     assert (tune.resources.cpu, tune.resources.gpu) == (0.5, 0.25)

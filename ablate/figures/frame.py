@@ -1,9 +1,9 @@
 """Reading a sweep's results DataFrame: trials, arms, final values, intervals, smoothing.
 
-The input is the collected results store (``ablate collect``): one row per (trial_id, step) with
-``sweep, trial_id, attempt, seed, arm, variant, status``, every config field under its dotted name,
-``step, images_seen, wall_s`` and the metrics (NaN where not measured). The last row of a trial
-carries the trial's outcome in ``status``. Nothing here knows the trainer or Ray.
+The input is the results store as ``ablate.results.read_rows`` (or ``ablate collect``) gives it: one
+row per (trial_id, step) with ``sweep, trial_id, attempt, seed, arm, variant, status``, every config
+field under its dotted name, ``step, images_seen, wall_s`` and the metrics (NaN where not measured).
+The last row of a trial carries the trial's outcome in ``status``. Nothing here knows the trainer or Ray.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+from ablate import results
 
 REQUIRED_COLUMNS = ("trial_id", "seed", "arm", "step", "status")
 FAILED_STATUSES = ("errored", "diverged")
@@ -50,17 +52,26 @@ def label(column: str) -> str:
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
-    """Read a sweep's collected results: a sweep directory (its ``results.parquet``) or the file;
-    a URI (``s3://...``, ``gs://...``) is read through pandas' filesystem layer."""
-    if "://" in str(path):
-        uri = str(path).rstrip("/")
-        uri = uri if uri.endswith(".parquet") else f"{uri}/results.parquet"
-        return check_results(pd.read_parquet(uri), source=uri)
-    path = Path(path).expanduser()
-    file = path / "results.parquet" if path.is_dir() else path
-    if not file.exists():
-        raise FileNotFoundError(f"{file}: no collected results (run `ablate collect` on the sweep)")
-    return check_results(pd.read_parquet(file), source=str(file))
+    """A sweep's rows: a results ``.parquet`` file as it is, or a sweep directory (a path or a URI such
+    as ``s3://...``). Of a sweep directory, its collected ``results.parquet`` is read when nothing was
+    written to the store since it was collected, else the store itself (ablate.results.read_rows): a
+    running or interrupted sweep gives the rows reported so far."""
+    location = str(path).rstrip("/") if "://" in str(path) else str(Path(path).expanduser())
+    if location.endswith(".parquet") or ("://" not in location and Path(location).is_file()):
+        if "://" not in location and not Path(location).exists():
+            raise FileNotFoundError(f"{location}: no such results file")
+        return check_results(pd.read_parquet(location), source=location)
+    if results.collected_is_current(location):
+        collected = f"{location}/results.parquet"
+        return check_results(pd.read_parquet(collected), source=collected)
+    try:
+        rows = results.read_rows(location)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{location}: no results: neither a results store (metrics/) nor a "
+                                "collected results.parquet") from None
+    if rows.empty:
+        raise ValueError(f"{location}: no trial has reported a row yet")
+    return check_results(rows, source=f"{location}/metrics")
 
 
 def check_results(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:

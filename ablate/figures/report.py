@@ -3,7 +3,8 @@
 What is drawn depends on the data alone: the metrics present (FID for images, W2 for low-dimensional
 data, gradient variance, transport cost, KL), the swept keys (importance needs two or more) and a
 baseline arm when one is named. A running sweep (partial data) gets the same report over what has
-been reported so far; errored and diverged trials are listed and marked.
+been reported so far, its header saying how many trials are still running and up to which step; errored
+and diverged trials are listed and marked.
 """
 from __future__ import annotations
 
@@ -57,9 +58,6 @@ def _status_section(df: pd.DataFrame) -> list[str]:
     outcomes = trial_outcomes(df)
     counts = outcomes["status"].value_counts()
     lines = ["## Trials", "", ", ".join(f"{n} {status}" for status, n in counts.items()) + ".", ""]
-    if "running" in counts:
-        lines += ["The sweep is still running: figures and tables show the reports so far "
-                  "(a running trial counts with its latest value).", ""]
     lines += ["| trial | arm | seed | status | last step | reports |", "|---|---|---|---|---|---|"]
     for trial_id, row in outcomes.iterrows():
         status = f"**⚠ {row.status}**" if row.status in FAILED_STATUSES else row.status
@@ -71,6 +69,29 @@ def _status_section(df: pd.DataFrame) -> list[str]:
                   "they are left out of the means, intervals, tables and importances, and drawn "
                   "as dotted lines ending in × in the curves.", ""]
     return lines + [""]
+
+
+#: running trials named one by one in the header up to this many
+_NAMED_RUNNING = 8
+
+
+def _progress_note(df: pd.DataFrame) -> list[str]:
+    """The header's word on an unfinished sweep: how many trials are still running and up to which step
+    the report has their reports; how many were interrupted (the sweep's driver was stopped)."""
+    outcomes = trial_outcomes(df)
+    running = outcomes[outcomes["status"] == "running"]["last_step"].astype(int)
+    interrupted = int((outcomes["status"] == "interrupted").sum())
+    lines = []
+    if len(running):
+        steps = (", ".join(f"`{trial}` {step}" for trial, step in running.items()) if len(running) <= _NAMED_RUNNING
+                 else f"from step {running.min()}")
+        lines.append(f"**The sweep is still running**: {len(running)} of {len(outcomes)} trials, reported up to "
+                     f"step {running.max()} ({steps}). Figures and tables show the reports so far (a running "
+                     "trial counts with its latest value).")
+    if interrupted:
+        lines.append(f"**{interrupted} of {len(outcomes)} trials were interrupted** (the sweep's driver was "
+                     "stopped): they count with their latest value; `ablate resume` continues them.")
+    return [line for text in lines for line in (text, "")]
 
 
 def _part_sections(df: pd.DataFrame, writer: _Writer, sweep_name: str, swept: list[str],
@@ -142,7 +163,7 @@ def make_report(df: pd.DataFrame, out_dir: str | Path, sweep_name: str,
     if baseline is not None and baseline not in set(df["arm"]):
         raise ValueError(f"baseline arm {baseline!r} is not in the results; arms: "
                          f"{', '.join(arm_order(df))}")
-    lines = [f"# {sweep_name}", "",
+    lines = [f"# {sweep_name}", "", *_progress_note(df),
              f"Swept: {', '.join(f'`{k}`' for k in swept) or 'nothing (one point)'}. "
              f"Arms: {', '.join(f'`{a}`' for a in arm_order(df))}.", ""]
     lines += _status_section(df)
