@@ -8,14 +8,14 @@ Layout under a root (a sweep directory or the ``--out`` of ``ablate train``)::
     <root>/metrics/<trial_id>/_attempt-<attempt:03d>.json   {"attempt", "resumed_from_step", "started"}
     <root>/metrics/<trial_id>/_status.json                  {"status", "attempt", "step", "error", "updated"}
     <root>/metrics/<trial_id>/_summary.json                 the trial's deduplicated rows in brief
-                                                             (:func:`trial_summaries`) as of a compaction
+                                                             (:func:`trial_summaries`), after every append
 
 Every file is written whole (``ablate.storage.put``): a writer killed at any instant leaves either
 nothing or a hidden temporary file, which readers ignore.
 
 Compaction: every :data:`COMPACT_EVERY` appends and when an attempt ends (:meth:`TrialWriter.close`) the
-writer writes all rows of its attempt so far as one file ``a<A>-upto-<S>`` (appends ``0..S-1``), then the
-trial's ``_summary.json``, then deletes the append files and the older compacted file it covers. Readers
+writer writes all rows of its attempt so far as one file ``a<A>-upto-<S>`` (appends ``0..S-1``), then
+deletes the append files and the older compacted file it covers. Readers
 take, per attempt, its newest compacted file and the appends numbered ``>= S``: an append file that a
 compacted file covers (a writer killed before its deletes) is ignored, so a crash at any instant loses
 no row and counts none twice. Stores written before compaction existed (append files only) read the
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,7 +59,9 @@ _COMPACTED_FILE = re.compile(r"a(\d{3,})-upto-(\d{8,})\.parquet")
 _ATTEMPT_FILE = re.compile(r"_attempt-(\d{3,})\.json")
 _STATUS_FILE, _SUMMARY_FILE = "_status.json", "_summary.json"
 _KEYS = ["trial_id", "attempt", "step"]
+_SUMMARY_KEYS = ("n_rows", "last_step", "last_status", "arm", "last", "best")
 _READ_THREADS = 16
+_READ_RETRIES = 5  # listings of a trial whose running writer compacts while it is read
 _SCALAR_TYPES = (str, int, float, bool, np.generic)
 
 
@@ -167,12 +170,10 @@ class TrialWriter:
         self._compacted = 0  # appends of this attempt in its newest compacted file
         self._rows: list[pa.Table] = []  # every row of this attempt
         self._earlier = pd.DataFrame()  # the summary columns of the earlier attempts' current rows
+        self._summary: dict = {}  # the trial's current rows in brief (_summarize), kept up to date
 
     def _files(self) -> _TrialFiles:
-        files = _TrialFiles(self.trial_id)
-        for info in self._fs.get_file_info(pafs.FileSelector(self._directory)):
-            files.add(info.base_name, info.path)
-        return files
+        return _list_trial(self._fs, self._directory, self.trial_id)
 
     def begin_attempt(self, resumed_from_step: int | None) -> int:
         """Record a new attempt (``None``: from scratch) and return its 1-based number. An attempt this
@@ -192,6 +193,8 @@ class TrialWriter:
         self._earlier = pd.DataFrame() if resumed_from_step is None else _current_rows(
             self._fs, [files], _summary_columns(self.metric), self._directory,
             extra_attempts=[(self.trial_id, record)]).to_pandas()
+        self._summary = _summarize(self._earlier, self.metric, self.mode)
+        self._write_summary()
         logger.debug("trial %s: attempt %d (resumed from step %s)", self.trial_id, attempt, resumed_from_step)
         return attempt
 
@@ -206,8 +209,23 @@ class TrialWriter:
         put(self._fs, self._append_path(self._sequence), _parquet_bytes(table))
         self._rows.append(table)
         self._sequence += 1
+        folded = _fold(self._summary, rows, self.metric, self.mode)
+        if folded is None:  # a step reported again: recount from the rows
+            own = _concat([_nulls_as_null(part) for part in self._rows], self._directory)
+            own = own.select([name for name in ["step", *_summary_columns(self.metric)] if name in own.column_names])
+            both = pd.concat([self._earlier, own.to_pandas()], ignore_index=True)
+            folded = _summarize(both.drop_duplicates("step", keep="last").sort_values("step", kind="stable"),
+                                self.metric, self.mode)
+        self._summary = folded
+        self._write_summary()
         if self._sequence - self._compacted >= COMPACT_EVERY:
             self._compact()
+
+    def _write_summary(self) -> None:
+        """``_summary.json``: the trial's current rows in brief as of this attempt's first ``appends``."""
+        summary = {"attempt": self.attempt, "appends": self._sequence, "metric": self.metric, "mode": self.mode,
+                   **self._summary}
+        put(self._fs, f"{self._directory}/{_SUMMARY_FILE}", json.dumps(summary).encode())
 
     def close(self) -> None:
         """End the attempt: its rows not yet compacted go into its compacted file."""
@@ -221,16 +239,12 @@ class TrialWriter:
         return f"{self._directory}/a{self.attempt:03d}-upto-{upto:08d}.parquet"
 
     def _compact(self) -> None:
-        """Write the attempt's rows as one file, then the summary, then delete the files it replaces:
-        a crash in between leaves covered files, which readers skip (module docstring)."""
-        table = _concat([_nulls_as_null(part) for part in self._rows], self._directory)
+        """Write the attempt's rows as one file, then delete the files it replaces: a crash in between
+        leaves covered files, which readers skip (module docstring)."""
+        # one schema per sweep (declared columns) stays as declared; undeclared rows unify across appends
+        parts = self._rows if self.schema is not None else [_nulls_as_null(part) for part in self._rows]
+        table = _concat(parts, self._directory)
         put(self._fs, self._compacted_path(self._sequence), _parquet_bytes(table))
-        own = table.select([name for name in ["step", *_summary_columns(self.metric)] if name in table.column_names])
-        rows = pd.concat([self._earlier, own.to_pandas()], ignore_index=True) if len(self._earlier) else own.to_pandas()
-        rows = rows.drop_duplicates("step", keep="last").sort_values("step", kind="stable")
-        summary = {"attempt": self.attempt, "upto": self._sequence, "metric": self.metric, "mode": self.mode,
-                   **_summarize(rows, self.metric, self.mode)}
-        put(self._fs, f"{self._directory}/{_SUMMARY_FILE}", json.dumps(summary).encode())
         replaced = [self._append_path(sequence) for sequence in range(self._compacted, self._sequence)]
         if self._compacted:
             replaced.append(self._compacted_path(self._compacted))
@@ -278,6 +292,7 @@ class _TrialFiles:
     """What one listing shows of a trial's directory."""
 
     trial_id: str
+    directory: str
     attempts: dict[int, str] = field(default_factory=dict)  # attempt -> its _attempt json
     compacted: dict[int, tuple[int, str]] = field(default_factory=dict)  # attempt -> newest (upto, path)
     appended: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # attempt -> [(seq, path)]
@@ -328,10 +343,17 @@ def _list_trials(fs: pafs.FileSystem, metrics: str, root: str) -> dict[str, _Tri
         parts = info.path[len(metrics) + 1 :].split("/")
         if parts[0][:1] in ("_", ".") or len(parts) > 2:
             continue
-        files = trials.setdefault(parts[0], _TrialFiles(parts[0]))
+        files = trials.setdefault(parts[0], _TrialFiles(parts[0], f"{metrics}/{parts[0]}"))
         if len(parts) == 2 and info.type == pafs.FileType.File:
             files.add(parts[1], info.path)
     return trials
+
+
+def _list_trial(fs: pafs.FileSystem, directory: str, trial_id: str) -> _TrialFiles:
+    files = _TrialFiles(trial_id, directory)
+    for info in fs.get_file_info(pafs.FileSelector(directory)):
+        files.add(info.base_name, info.path)
+    return files
 
 
 def _nulls_as_null(table: pa.Table) -> pa.Table:
@@ -375,16 +397,40 @@ def _attempts_frame(records: list[tuple[str, dict]]) -> pd.DataFrame:
     ).astype({"trial_id": str, "attempt": "int64", "resumed_from_step": float})
 
 
+def _read_trials_rows(fs: pafs.FileSystem, trials: list[_TrialFiles], columns: list[str] | None) -> list[pa.Table]:
+    """The rows files of ``trials``. A file listed but gone when read was compacted meanwhile by a running
+    writer: that trial is listed and read again (its newer compacted file holds the rows)."""
+    pending = {files.trial_id: files for files in trials}
+    tables: list[pa.Table] = []
+
+    def read(job: tuple[str, str]) -> tuple[str, pa.Table | None]:
+        try:
+            return job[0], _read_rows_file(fs, job[1], columns)
+        except FileNotFoundError:
+            return job[0], None
+
+    for _ in range(_READ_RETRIES):
+        jobs = [(trial_id, path) for trial_id, files in pending.items() for path in files.rows_paths()]
+        with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
+            done = list(pool.map(read, jobs))
+        gone = {trial_id for trial_id, table in done if table is None}
+        tables += [table for trial_id, table in done if trial_id not in gone]
+        if not gone:
+            return tables
+        pending = {trial_id: _list_trial(fs, pending[trial_id].directory, trial_id) for trial_id in gone}
+    raise FileNotFoundError(f"trials {sorted(pending)}: their files kept vanishing while read "
+                            f"({_READ_RETRIES} listings)")
+
+
 def _current_rows(fs: pafs.FileSystem, trials: Iterable[_TrialFiles], columns: list[str] | None,
                   where: str, extra_attempts: list[tuple[str, dict]] = ()) -> pa.Table:
     """The deduplicated rows of ``trials`` (only ``columns`` and the key columns when given), sorted by
     trial and step; ``extra_attempts``: attempt records not in the listing yet."""
     trials = list(trials)
     wanted = None if columns is None else list(dict.fromkeys([*_KEYS, *columns]))
-    paths = [path for files in trials for path in files.rows_paths()]
+    tables = _read_trials_rows(fs, trials, wanted)
     attempt_paths = [(files.trial_id, path) for files in trials for path in files.attempts.values()]
     with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
-        tables = list(pool.map(lambda path: _read_rows_file(fs, path, wanted), paths))
         records = list(pool.map(lambda item: (item[0], _read_json(fs, item[1])), attempt_paths))
     if not tables:
         return pa.table({"trial_id": pa.array([], pa.string()), "attempt": pa.array([], pa.int64()),
@@ -452,6 +498,24 @@ def _statuses(fs: pafs.FileSystem, trials: Iterable[_TrialFiles]) -> pd.DataFram
     ).astype({"trial_id": str})
 
 
+def _rows_table(root: str, filesystem: pafs.FileSystem | None, columns: Iterable[str] | None) -> pa.Table:
+    """:func:`read_rows` as an Arrow table."""
+    fs, root_path = resolve(root, filesystem)
+    trials = _list_trials(fs, f"{root_path}/metrics", root).values()
+    columns = None if columns is None else list(columns)
+    table = _current_rows(fs, trials, columns, f"{root_path}/metrics")
+    if columns is not None and "status" not in columns:
+        return table
+    keys = table.select([name for name in ("trial_id", "attempt", "status") if name in table.column_names])
+    applied = _apply_final_status(keys.to_pandas(), _statuses(fs, trials))
+    if "status" not in applied:
+        return table
+    status = pa.array(applied["status"].to_numpy(object), pa.string())
+    if "status" in table.column_names:
+        return table.set_column(table.column_names.index("status"), "status", status)
+    return table.append_column("status", status)
+
+
 def read_rows(root: str, filesystem: pafs.FileSystem | None = None,
               columns: Iterable[str] | None = None) -> pd.DataFrame:
     """All trials' rows, one per (trial_id, step), sorted by trial_id and step.
@@ -461,14 +525,8 @@ def read_rows(root: str, filesystem: pafs.FileSystem | None = None,
     attempts are dropped and each trial's last row carries its final status (module docstring) when
     ``status`` is read.
     """
-    fs, root_path = resolve(root, filesystem)
-    trials = _list_trials(fs, f"{root_path}/metrics", root).values()
-    columns = None if columns is None else list(columns)
-    table = _current_rows(fs, trials, columns, f"{root_path}/metrics")
-    rows = table.to_pandas().astype({"trial_id": str, "attempt": "int64", "step": "int64"})
-    if columns is not None and "status" not in columns:
-        return rows
-    return _apply_final_status(rows, _statuses(fs, trials))
+    rows = _rows_table(root, filesystem, columns).to_pandas()
+    return rows.astype({"trial_id": str, "attempt": "int64", "step": "int64"})
 
 
 # ------------------------------------------------------------------------------------- summaries
@@ -479,18 +537,26 @@ def _better(mode: str):
 def _summarize(rows: pd.DataFrame, metric: str | None, mode: str) -> dict:
     """One trial's deduplicated rows (sorted by step) in brief: how many, the last one's step, status
     and arm, and the last and best value of ``metric`` (NaN values skipped, as before any evaluation)."""
-    if rows.empty:
-        return {"n_rows": 0, "last_step": None, "last_status": None, "arm": None, "last": None, "best": None}
-    last_row = rows.iloc[-1]
-    values = rows[metric].dropna().astype(float) if metric and metric in rows else pd.Series([], dtype=float)
+    return _fold({"n_rows": 0, "last_step": None, "last_status": None, "arm": None, "last": None, "best": None},
+                 rows.to_dict("records"), metric, mode)
 
-    def text(column: str) -> str | None:
-        value = last_row.get(column)
-        return value if isinstance(value, str) else None
 
-    return {"n_rows": len(rows), "last_step": int(last_row["step"]), "last_status": text("status"),
-            "arm": text("arm"), "last": float(values.iloc[-1]) if len(values) else None,
-            "best": float(_better(mode)(values)) if len(values) else None}
+def _fold(summary: dict, rows: list[dict], metric: str | None, mode: str) -> dict | None:
+    """``summary`` (:func:`_summarize`) with ``rows``, later reports of the trial in step order, added;
+    None when a row reports a step at or before the summary's last (its rows must then be recounted)."""
+    summary = dict(summary)
+    for row in rows:
+        step = int(row["step"])
+        if summary["last_step"] is not None and step <= summary["last_step"]:
+            return None
+        status, arm, value = row.get("status"), row.get("arm"), row.get(metric) if metric else None
+        summary.update(n_rows=summary["n_rows"] + 1, last_step=step,
+                       last_status=status if isinstance(status, str) else None,
+                       arm=arm if isinstance(arm, str) else None)
+        if value is not None and not math.isnan(value):
+            summary["last"] = float(value)
+            summary["best"] = float(value) if summary["best"] is None else _better(mode)(summary["best"], float(value))
+    return summary
 
 
 def _summary_columns(metric: str | None) -> list[str]:
@@ -498,30 +564,23 @@ def _summary_columns(metric: str | None) -> list[str]:
 
 
 def _trial_summary(fs: pafs.FileSystem, files: _TrialFiles, metric: str | None, mode: str, where: str) -> dict:
-    """:func:`trial_summaries` of one trial: from its ``_summary.json`` and the appends after the
-    compaction it describes, or (no usable summary: a store from before compaction, an attempt that has
-    not compacted yet, another metric) from the columns it needs of the trial's rows."""
+    """:func:`trial_summaries` of one trial: from its ``_summary.json`` (rewritten after every append) and
+    any append it does not cover yet (a writer between the two writes, or killed there), or, without a
+    usable summary (a store from before summaries, a zombie attempt's summary, another metric), from the
+    columns it needs of the trial's rows."""
     status = _read_json(fs, files.status) if files.status else {}
     base = {"trial_id": files.trial_id, "status": status.get("status"), "error": status.get("error"),
             "attempts": len(files.attempts)}
     latest = files.latest_attempt()
     summary = _read_json(fs, files.summary) if files.summary else None
-    usable = (summary is not None and summary["attempt"] == latest
-              and files.compacted.get(latest, (None,))[0] == summary["upto"]
-              and (metric is None or (summary["metric"] == metric and summary["mode"] == mode)))
-    if usable:
-        tail_paths = files.tail(latest)
-        if not tail_paths:
-            return {**base, **{key: summary[key] for key in _summarize(pd.DataFrame(), None, mode)}}
-        tail = _concat([_read_rows_file(fs, path, ["step", *_summary_columns(metric)]) for path in tail_paths],
-                       where).to_pandas().sort_values("step", kind="stable")
-        if summary["last_step"] is None or tail["step"].iloc[0] > summary["last_step"]:
-            recent = _summarize(tail, metric, mode)
-            folded = {**recent, "n_rows": summary["n_rows"] + recent["n_rows"],
-                      "arm": recent["arm"] or summary["arm"],
-                      "last": summary["last"] if recent["last"] is None else recent["last"]}
-            bests = [value for value in (summary["best"], recent["best"]) if value is not None]
-            folded["best"] = _better(mode)(bests) if bests else None
+    if (summary is not None and summary["attempt"] == latest
+            and (metric is None or (summary["metric"] == metric and summary["mode"] == mode))):
+        upto = files.compacted.get(latest, (0, ""))[0]
+        tail = [path for seq, path in sorted(files.appended.get(latest, [])) if seq >= max(upto, summary["appends"])]
+        rows = [] if not tail else _concat([_read_rows_file(fs, path, ["step", *_summary_columns(metric)])
+                                            for path in tail], where).to_pylist()
+        folded = _fold({key: summary[key] for key in _SUMMARY_KEYS}, rows, metric, mode)
+        if folded is not None:
             return {**base, **folded}
     rows = _current_rows(fs, [files], _summary_columns(metric), where).to_pandas()
     return {**base, **_summarize(rows, metric, mode)}
@@ -536,9 +595,17 @@ def trial_summaries(root: str, filesystem: pafs.FileSystem | None = None, metric
     fs, root_path = resolve(root, filesystem)
     metrics = f"{root_path}/metrics"
     trials = _list_trials(fs, metrics, root)
+
+    def summarize(files: _TrialFiles) -> dict:
+        for _ in range(_READ_RETRIES - 1):
+            try:
+                return _trial_summary(fs, files, metric, mode, metrics)
+            except FileNotFoundError:  # its writer compacted the appends listed: list them again
+                files = _list_trial(fs, files.directory, files.trial_id)
+        return _trial_summary(fs, files, metric, mode, metrics)
+
     with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
-        records = list(pool.map(lambda files: _trial_summary(fs, files, metric, mode, metrics),
-                                [trials[trial_id] for trial_id in sorted(trials)]))
+        records = list(pool.map(summarize, [trials[trial_id] for trial_id in sorted(trials)]))
     columns = ["trial_id", "status", "attempts", "last_step", "error", "n_rows", "last_status", "arm",
                "last", "best"]
     frame = pd.DataFrame(records, columns=columns).astype(
@@ -593,10 +660,11 @@ def collected_is_current(root: str, filesystem: pafs.FileSystem | None = None) -
 def collect(root: str, out: str | None = None, filesystem: pafs.FileSystem | None = None) -> str:
     """Write :func:`read_rows` as one Parquet file (default ``<root>/results.parquet``); return its path/URI.
 
-    ``out`` is a path in ``filesystem`` when one is given, else a local path or URI of its own.
+    ``out`` is a path in ``filesystem`` when one is given, else a local path or URI of its own. The rows
+    stay Arrow from the store's files to this one (no pandas frame of the whole sweep).
     """
-    rows = read_rows(root, filesystem)
+    table = _rows_table(root, filesystem, None)
     out = out or f"{root.rstrip('/')}/results.parquet"
-    write_file(out, _parquet_bytes(pa.Table.from_pandas(rows, preserve_index=False)), filesystem)
-    logger.info("collected %d rows of %d trials into %s", len(rows), rows["trial_id"].nunique(), out)
+    write_file(out, _parquet_bytes(table), filesystem)
+    logger.info("collected %d rows of %d trials into %s", len(table), len(table.column("trial_id").unique()), out)
     return out
