@@ -283,3 +283,31 @@ def test_read_rows_reads_only_the_columns_asked(tmp_path: Path) -> None:
     assert list(plotted.columns) == ["trial_id", "attempt", "step", "w2_1step"]
     assert "status" in read_rows(str(tmp_path), columns=["status"])
     assert results.read_rows(str(tmp_path))["note"].tolist() == ["x", "y"]
+
+
+def test_status_reads_sweep_json_and_summaries_without_ray_or_torch(tmp_path: Path) -> None:
+    """``ablate status`` of a sweep whose sweep.json records its table (what ``ablate run`` writes):
+    the table from the summaries, and neither ray nor torch imported."""
+    sweep = tmp_path / "sweep"
+    for trial, values in (("done", [3.0, 1.0, 2.0]), ("running", [5.0])):
+        writer = TrialWriter(str(sweep), trial, metric="w2_1step", mode="min")
+        writer.begin_attempt(None)
+        for step, value in enumerate(values):
+            writer.append([{**report(step), "w2_1step": value, "arm": f"arm-{trial}"}])
+        if trial == "done":
+            writer.set_status("completed", step=len(values) - 1)
+            writer.close()
+    (sweep / "sweep.json").write_text(json.dumps({"name": "s", "table": {
+        "metric": "w2_1step", "mode": "min", "iterations": 10, "arms": {"pending": "arm-pending"}}}))
+    code = ("import contextlib, io, json, sys\nfrom ablate.cli import main\nout = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            f"    assert main(['status', {str(sweep)!r}]) == 0\n"
+            "print(json.dumps([out.getvalue(), sorted(set(sys.modules) & {'ray', 'torch', 'ablate.sweep'})]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table, imported = json.loads(done.stdout.splitlines()[-1])
+    assert imported == []
+    lines = {line.split()[0]: line.split() for line in table.splitlines()[2:]}
+    assert lines["done"][1:5] == ["2/10", "2", "1", "completed"] and lines["done"][-1] == "arm-done"
+    assert lines["running"][1:4] == ["0/10", "5", "5"] and lines["running"][-1] == "arm-running"
