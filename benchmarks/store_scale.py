@@ -72,7 +72,8 @@ def make_rows(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
 def write_store(root: str, trials: int, per_trial: int, columns: dict, rows: list[dict], compacted: bool) -> None:
     """``trials`` trials of ``per_trial`` reports. Compacted: 90% finished (bulk appends, then closed:
     the same files as per-report appends and compactions), 10% running with their last 16 reports as
-    single appends not compacted yet. Append-only: one file per report, never compacted."""
+    single appends not compacted yet. Append-only: one file per report, never compacted, no summaries
+    (the layout of sweeps written before compaction)."""
     rng = np.random.default_rng(0)
     every = results.COMPACT_EVERY
     if not compacted:
@@ -95,6 +96,9 @@ def write_store(root: str, trials: int, per_trial: int, columns: dict, rows: lis
                     writer.append([row])
             if not running:
                 writer.set_status("completed", step=mine[-1]["step"])
+        if not compacted:  # the layout before compaction had no summaries either
+            for summary in Path(root, "metrics").glob("*/_summary.json"):
+                summary.unlink()
         Path(root, "sweep.json").write_text(json.dumps({"name": "bench", "table": {
             "metric": METRIC, "mode": "min", "iterations": per_trial * 100, "arms": {}}}))
     finally:
@@ -246,7 +250,7 @@ def main() -> None:
           f"per trial")
     for compacted in (False, True):
         lat = append_latency(columns, rows, args.appends, compacted)
-        print(f"append ({'compacted' if compacted else 'append-only'}, {args.appends} appends): "
+        print(f"append ({'compacted' if compacted else 'no compaction'}, {args.appends} appends): "
               f"median {lat['median_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms  max {lat['max_ms']:.1f} ms")
     base = measure("none", ".")
     print(f"baseline process (python + ablate.results imports): {base['wall']:.2f} s, peak RSS "
