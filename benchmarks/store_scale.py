@@ -5,7 +5,7 @@ metric varied), written through :class:`ablate.results.TrialWriter`. Prints, for
 
 - append latency of one report (median, p99, max) with compaction every ``COMPACT_EVERY`` appends, and
   without (the append-only layout: what the writer did before compaction);
-- time and peak memory (RSS of a fresh process: imports included, the baseline of one that only
+- time, CPU time (all threads: on a shared machine the steadier number) and peak memory (RSS of a fresh process: imports included, the baseline of one that only
   imports is printed) of ``read_rows`` (all columns, and the two a figure plots), ``trial_status``,
   ``collect`` and ``ablate status`` (the CLI end to end: interpreter, imports, table);
 - requests per read on a counting in-memory fsspec filesystem (``LIST``: one per 1000 keys listed, as
@@ -127,7 +127,7 @@ def append_latency(columns: dict, rows: list[dict], n: int, compacted: bool) -> 
 
 # --------------------------------------------------------------------------- one op, fresh process
 def run_op(op: str, root: str) -> dict:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if op == "read_rows":
         n = len(results.read_rows(root))
     elif op == "read_rows_plotted":
@@ -148,7 +148,7 @@ def run_op(op: str, root: str) -> dict:
         n = pq.read_metadata(out).num_rows
     else:
         n = 0
-    return {"s": time.perf_counter() - start, "n": n, "rss_mb": peak_rss_mb()}
+    return {"s": time.perf_counter() - start, "cpu": time.process_time() - cpu, "n": n, "rss_mb": peak_rss_mb()}
 
 
 def peak_rss_mb() -> float:
@@ -243,7 +243,7 @@ def main() -> None:
         return
 
     print(f"store_scale: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
-          f"{os.cpu_count()} CPUs, python {platform.python_version()}, pyarrow {pa.__version__}; "
+          f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.0f}), python {platform.python_version()}, pyarrow {pa.__version__}; "
           f"compaction every {results.COMPACT_EVERY} appends")
     columns, rows = template()
     print(f"rows: {len(columns) + 2} columns (tests/fixtures/sweep_results.parquet), {args.per_trial} reports "
@@ -271,8 +271,8 @@ def main() -> None:
                       f"(written in {time.perf_counter() - start:.0f} s)")
                 for op in ops:
                     m = measure(op, root)
-                    print(f"  {op:<18} {m['s']:7.2f} s  (process {m['wall']:6.2f} s)  peak RSS {m['rss_mb']:6.0f} MB"
-                          f"   ({m['n']} rows)")
+                    print(f"  {op:<18} {m['s']:7.2f} s  cpu {m['cpu']:6.2f} s  (process {m['wall']:6.2f} s)  "
+                          f"peak RSS {m['rss_mb']:6.0f} MB   ({m['n']} rows)")
                 for op, counts in requests(root).items():
                     print(f"  requests {op:<18} " + "  ".join(f"{k} {v}" for k, v in sorted(counts.items())))
                 shutil.rmtree(root)
