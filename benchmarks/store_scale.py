@@ -4,10 +4,11 @@ Synthetic rows shaped like ``tests/fixtures/sweep_results.parquet`` (its 81 colu
 metric varied), written through :class:`ablate.results.TrialWriter`. Prints, for each size:
 
 - append latency of one report (median, p99, max) with compaction every ``COMPACT_EVERY`` appends, and
-  without (the append-only layout: what the writer did before compaction);
-- time, CPU time (all threads: on a shared machine the steadier number) and peak memory (RSS of a fresh process: imports included, the baseline of one that only
-  imports is printed) of ``read_rows`` (all columns, and the two a figure plots), ``trial_status``,
-  ``collect`` and ``ablate status`` (the CLI end to end: interpreter, imports, table);
+  without (summaries still written: the layout before this change wrote only the row file);
+- time, CPU time (all threads: on a shared machine the steadier number) and peak memory (RSS of a
+  fresh process: imports included, the baseline of one that only imports is printed) of
+  ``read_rows`` (all columns, and the two a figure plots), ``trial_status``, ``collect`` and
+  ``ablate status`` (the CLI's own call; the process's wall time adds start-up and imports);
 - requests per read on a counting in-memory fsspec filesystem (``LIST``: one per 1000 keys listed, as
   an object store pages a prefix listing; ``HEAD``: ``info`` calls; ``GET``: files opened for reading,
   where an object store does 1-3 ranged GETs per Parquet file: footer, then the column chunks).
