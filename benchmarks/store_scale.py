@@ -114,16 +114,18 @@ def append_latency(columns: dict, rows: list[dict], n: int, compacted: bool) -> 
         with tempfile.TemporaryDirectory() as tmp:
             writer = results.TrialWriter(tmp, "t", columns=columns, metric=METRIC)
             writer.begin_attempt(None)
-            times = []
+            times, cpu = [], []
             for row in make_rows(rows, n, np.random.default_rng(1)):
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 writer.append([row])
                 times.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - cpu_start)
             writer.close()
     finally:
         results.COMPACT_EVERY = every
     ms = sorted(1000 * t for t in times)
-    return {"median_ms": statistics.median(ms), "p99_ms": ms[int(0.99 * (len(ms) - 1))], "max_ms": ms[-1]}
+    return {"median_ms": statistics.median(ms), "p99_ms": ms[int(0.99 * (len(ms) - 1))], "max_ms": ms[-1],
+            "cpu_median_ms": statistics.median(1000 * t for t in cpu), "cpu_mean_ms": 1000 * statistics.mean(cpu)}
 
 
 # --------------------------------------------------------------------------- one op, fresh process
@@ -238,6 +240,7 @@ def main() -> None:
     parser.add_argument("--old-max", type=int, default=10_000, help="largest size written append-only too")
     parser.add_argument("--appends", type=int, default=1000, help="appends timed for the latency")
     parser.add_argument("--op"), parser.add_argument("--root")
+    parser.add_argument("--appends-only", action="store_true", help="only the append latency")
     args = parser.parse_args()
     if args.op:
         print(json.dumps(run_op(args.op, args.root)))
@@ -252,7 +255,10 @@ def main() -> None:
     for compacted in (False, True):
         lat = append_latency(columns, rows, args.appends, compacted)
         print(f"append ({'compacted' if compacted else 'no compaction'}, {args.appends} appends): "
-              f"median {lat['median_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms  max {lat['max_ms']:.1f} ms")
+              f"median {lat['median_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms  max {lat['max_ms']:.1f} ms; "
+              f"CPU median {lat['cpu_median_ms']:.1f} ms, mean {lat['cpu_mean_ms']:.1f} ms")
+    if args.appends_only:
+        return
     base = measure("none", ".")
     print(f"baseline process (python + ablate.results imports): {base['wall']:.2f} s, peak RSS "
           f"{base['rss_mb']:.0f} MB")
