@@ -211,7 +211,7 @@ class TrialWriter:
         self._sequence += 1
         folded = _fold(self._summary, rows, self.metric, self.mode)
         if folded is None:  # a step reported again: recount from the rows
-            own = _concat([_nulls_as_null(part) for part in self._rows], self._directory)
+            own = _concat(self._rows, self._directory)
             own = own.select([name for name in ["step", *_summary_columns(self.metric)] if name in own.column_names])
             both = pd.concat([self._earlier, own.to_pandas()], ignore_index=True)
             folded = _summarize(both.drop_duplicates("step", keep="last").sort_values("step", kind="stable"),
@@ -241,9 +241,7 @@ class TrialWriter:
     def _compact(self) -> None:
         """Write the attempt's rows as one file, then delete the files it replaces: a crash in between
         leaves covered files, which readers skip (module docstring)."""
-        # one schema per sweep (declared columns) stays as declared; undeclared rows unify across appends
-        parts = self._rows if self.schema is not None else [_nulls_as_null(part) for part in self._rows]
-        table = _concat(parts, self._directory)
+        table = _concat(self._rows, self._directory)  # declared columns (one schema per sweep) stay as declared
         put(self._fs, self._compacted_path(self._sequence), _parquet_bytes(table))
         replaced = [self._append_path(sequence) for sequence in range(self._compacted, self._sequence)]
         if self._compacted:
@@ -371,7 +369,7 @@ def _read_rows_file(fs: pafs.FileSystem, path: str, columns: Iterable[str] | Non
         if columns is not None:
             present = set(parquet.schema_arrow.names)
             columns = [name for name in columns if name in present]
-        return _nulls_as_null(parquet.read(columns=columns))
+        return parquet.read(columns=columns)
 
 
 def _read_json(fs: pafs.FileSystem, path: str) -> dict:
@@ -384,8 +382,12 @@ def _read_json(fs: pafs.FileSystem, path: str) -> dict:
 
 
 def _concat(tables: list[pa.Table], where: str) -> pa.Table:
+    """One table of ``tables``: as they are when they share one schema (a sweep's declared columns),
+    else with all-null columns retyped as null and the types unified."""
+    if all(table.schema.equals(tables[0].schema) for table in tables[1:]):
+        return pa.concat_tables(tables)
     try:
-        return pa.concat_tables(tables, promote_options="permissive")
+        return pa.concat_tables([_nulls_as_null(table) for table in tables], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise ValueError(f"rows under {where} have incompatible column types: {error}") from error
 
