@@ -2,7 +2,8 @@
 
 A sweep directory (local path or any pyarrow URI) holds::
 
-    sweep.json          what ran: name, source file, its sha256, profile, --set overrides, Ray version
+    sweep.json          what ran: name, source file, its sha256, profile, --set overrides, Ray version,
+                        and what the status table needs (ablate.progress.table_view)
     spec.yaml           the search-space file's text as it was when the sweep began
     metrics/<trial>/    the results store (ablate.results), written from inside each trial
     tune/               Ray Tune's experiment (trial state, searcher/scheduler state, checkpoints)
