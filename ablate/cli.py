@@ -132,7 +132,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _interrupted(command: str, stop: SweepInterrupted) -> int:
     """The table as the stop left it (trials that were running: ``interrupted``) and one line saying how
     to continue; the exit status of the signal (130 for SIGINT, 143 for SIGTERM)."""
-    from .sweep import status_table
+    from .progress import status_table
 
     if stop.resumable:
         try:
@@ -148,8 +148,8 @@ def _interrupted(command: str, stop: SweepInterrupted) -> int:
 
 def _finish(sweep_dir: str) -> int:
     """The final table; exit 1 when a trial ended ``errored`` (its retries ran out)."""
+    from .progress import status_table
     from .results import trial_status
-    from .sweep import status_table
 
     print(status_table(sweep_dir))
     print(f"results: {sweep_dir}/results.parquet")
@@ -162,7 +162,7 @@ def _finish(sweep_dir: str) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .sweep import SweepError, status_table
+    from .progress import SweepError, status_table
 
     try:
         print(status_table(args.dir))

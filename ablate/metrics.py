@@ -8,9 +8,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import ot
 import torch
-from scipy.spatial.distance import cdist
 from torch import Tensor
 
 from ablate.train.batches import DataBundle
@@ -34,6 +32,9 @@ def w2_distance(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
     solved exactly by network simplex (``ot.emd2``, squared Euclidean cost), as the exact minibatch OT
     coupling of VCT/GC (GC Sec. 2, App. B) but over whole evaluation sets.
     """
+    import ot  # POT loads scikit-learn and scipy.stats (~1 s): only in trials that evaluate W2
+    from scipy.spatial.distance import cdist
+
     xs, ys = _as_points(x), _as_points(y)
     if xs.shape[1] != ys.shape[1]:
         raise ValueError(f"w2_distance: dimensions differ ({xs.shape[1]} vs {ys.shape[1]})")

@@ -1,15 +1,25 @@
-"""The results store: crash-safe Parquet appends, dedup on resume, collect (design.md section 5).
+"""The results store: crash-safe Parquet appends, compaction, dedup on resume, per-trial summaries,
+collect (design.md section 5).
 
 Layout under a root (a sweep directory or the ``--out`` of ``ablate train``)::
 
-    <root>/metrics/<trial_id>/a<attempt:03d>-<seq:08d>.parquet   one small file per append
-    <root>/metrics/<trial_id>/_attempt-<attempt:03d>.json       {"attempt", "resumed_from_step",
-                                                                 "started"}
-    <root>/metrics/<trial_id>/_status.json                      {"status", "attempt", "step",
-                                                                 "error", "updated"}
+    <root>/metrics/<trial_id>/a<attempt:03d>-<seq:08d>.parquet        one small file per append
+    <root>/metrics/<trial_id>/a<attempt:03d>-upto-<seq:08d>.parquet   the attempt's appends 0..seq-1
+    <root>/metrics/<trial_id>/_attempt-<attempt:03d>.json   {"attempt", "resumed_from_step", "started"}
+    <root>/metrics/<trial_id>/_status.json                  {"status", "attempt", "step", "error", "updated"}
+    <root>/metrics/<trial_id>/_summary.json                 the trial's deduplicated rows in brief
+                                                             (:func:`trial_summaries`), after every append
 
 Every file is written whole (``ablate.storage.put``): a writer killed at any instant leaves either
 nothing or a hidden temporary file, which readers ignore.
+
+Compaction: every :data:`COMPACT_EVERY` appends and when an attempt ends (:meth:`TrialWriter.close`) the
+writer writes all rows of its attempt so far as one file ``a<A>-upto-<S>`` (appends ``0..S-1``), then
+deletes the append files and the older compacted file it covers. Readers
+take, per attempt, its newest compacted file and the appends numbered ``>= S``: an append file that a
+compacted file covers (a writer killed before its deletes) is ignored, so a crash at any instant loses
+no row and counts none twice. Stores written before compaction existed (append files only) read the
+same way. The cost of a read therefore grows with trials and attempts, not with rows.
 
 Dedup rule: a row of attempt ``a`` at step ``s`` is stale when a later attempt ``a' > a`` of the same
 trial began from ``resumed_from_step`` ``R' < s`` (``R'`` null: started from scratch). Stale rows are
@@ -20,9 +30,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -38,11 +51,17 @@ logger = logging.getLogger(__name__)
 #: next attempt (``ablate resume``) records ``running`` again
 STATUSES = ("running", "completed", "stopped_early", "diverged", "errored", "interrupted")
 WRITER_COLUMNS = ("trial_id", "attempt")
+#: appends between two compactions of an attempt's rows into one file
+COMPACT_EVERY = 32
 
 _ROWS_FILE = re.compile(r"a(\d{3,})-(\d{8,})\.parquet")
+_COMPACTED_FILE = re.compile(r"a(\d{3,})-upto-(\d{8,})\.parquet")
 _ATTEMPT_FILE = re.compile(r"_attempt-(\d{3,})\.json")
-_STATUS_FILE = "_status.json"
+_STATUS_FILE, _SUMMARY_FILE = "_status.json", "_summary.json"
+_KEYS = ["trial_id", "attempt", "step"]
+_SUMMARY_KEYS = ("n_rows", "last_step", "last_status", "arm", "last", "best")
 _READ_THREADS = 16
+_READ_RETRIES = 5  # listings of a trial whose running writer compacts while it is read
 _SCALAR_TYPES = (str, int, float, bool, np.generic)
 
 
@@ -105,11 +124,11 @@ def _rows_to_table(rows: list[dict], trial_id: str, attempt: int, schema: pa.Sch
             raise ValueError(f"trial {trial_id}: row keys {undeclared} are not among the trial's declared "
                              "columns (ablate.train.columns)")
         arrays = [pa.array([trial_id] * len(rows), pa.string()), pa.array([attempt] * len(rows), pa.int64())]
-        for field in list(schema)[2:]:
+        for declared in list(schema)[2:]:
             try:
-                arrays.append(pa.array([row.get(field.name) for row in rows], type=field.type))
+                arrays.append(pa.array([row.get(declared.name) for row in rows], type=declared.type))
             except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-                raise ValueError(f"column {field.name!r} of trial {trial_id} is declared {field.type}: "
+                raise ValueError(f"column {declared.name!r} of trial {trial_id} is declared {declared.type}: "
                                  f"{error}") from error
         return pa.Table.from_arrays(arrays, schema=schema)
     columns = {"trial_id": pa.array([trial_id] * len(rows)), "attempt": pa.array([attempt] * len(rows))}
@@ -123,53 +142,116 @@ def _rows_to_table(rows: list[dict], trial_id: str, attempt: int, schema: pa.Sch
     return pa.table(columns)
 
 
+# ------------------------------------------------------------------------------------------- writing
 class TrialWriter:
     """Appends one trial's reports to the store; one writer per trial at a time.
 
     Call :meth:`begin_attempt` once per process (fresh start or resume from a checkpoint), then
-    :meth:`append` for each report and :meth:`set_status` when the trial's status changes.
+    :meth:`append` for each report and :meth:`set_status` when the trial's status changes, and
+    :meth:`close` when the attempt ends (its rows are then one file).
     """
 
     def __init__(self, root: str, trial_id: str, filesystem: pafs.FileSystem | None = None,
-                 columns: dict[str, type] | None = None) -> None:
+                 columns: dict[str, type] | None = None, metric: str | None = None, mode: str = "min") -> None:
         """``columns``: the trial's declared columns and types (``ablate.train.columns``); every file
-        then carries all of them. None: each file has the columns its rows have."""
+        then carries all of them. None: each file has the columns its rows have. ``metric``, ``mode``:
+        the metric whose last and best value the trial's summary keeps (the sweep's tune metric)."""
         _check_trial_id(trial_id)
-        self.trial_id = trial_id
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode {mode!r} is not one of min, max")
+        self.trial_id, self.metric, self.mode = trial_id, metric, mode
         self.schema = arrow_schema(columns) if columns is not None else None
         self._fs, root_path = resolve(root, filesystem)
-        self._directory = f"{root_path}/metrics/{trial_id}"
+        self._metrics = f"{root_path}/metrics"
+        self._directory = f"{self._metrics}/{trial_id}"
         self._fs.create_dir(self._directory, recursive=True)
         self.attempt: int | None = None
-        self._sequence = 0
+        self._sequence = 0  # appends of this attempt so far
+        self._compacted = 0  # appends of this attempt in its newest compacted file
+        self._rows: list[pa.Table] = []  # every row of this attempt
+        self._earlier = pd.DataFrame()  # the summary columns of the earlier attempts' current rows
+        self._summary: dict = {}  # the trial's current rows in brief (_summarize), kept up to date
+
+    def _files(self) -> _TrialFiles:
+        return _list_trial(self._fs, self._directory, self.trial_id)
 
     def begin_attempt(self, resumed_from_step: int | None) -> int:
-        """Record a new attempt (``None``: from scratch) and return its 1-based number."""
+        """Record a new attempt (``None``: from scratch) and return its 1-based number. An attempt this
+        writer had begun is closed first."""
         valid = resumed_from_step is None or (
             isinstance(resumed_from_step, int) and not isinstance(resumed_from_step, bool) and resumed_from_step >= 0
         )
         if not valid:
             raise ValueError(f"resumed_from_step must be None or an int >= 0, got {resumed_from_step!r}")
-        names = [info.base_name for info in self._fs.get_file_info(pafs.FileSelector(self._directory))]
-        matches = [_ATTEMPT_FILE.fullmatch(name) or _ROWS_FILE.fullmatch(name) for name in names]
-        previous = [int(match.group(1)) for match in matches if match]
-        attempt = max(previous, default=0) + 1
+        self.close()
+        files = self._files()
+        attempt = files.latest_attempt() + 1
         record = {"attempt": attempt, "resumed_from_step": resumed_from_step, "started": _now()}
         put(self._fs, f"{self._directory}/_attempt-{attempt:03d}.json", json.dumps(record).encode())
-        self.attempt, self._sequence = attempt, 0
+        self.attempt, self._sequence, self._compacted, self._rows = attempt, 0, 0, []
+        # what the earlier attempts leave current, for the summary (nothing of a fresh start)
+        self._earlier = pd.DataFrame() if resumed_from_step is None else _current_rows(
+            self._fs, [files], _summary_columns(self.metric), self._directory,
+            extra_attempts=[(self.trial_id, record)]).to_pandas()
+        self._summary = _summarize(self._earlier, self.metric, self.mode)
+        self._write_summary()
         logger.debug("trial %s: attempt %d (resumed from step %s)", self.trial_id, attempt, resumed_from_step)
         return attempt
 
     def append(self, rows: list[dict]) -> None:
-        """Write ``rows`` (flat dicts of scalars, each with an int ``step``) as one new file."""
+        """Write ``rows`` (flat dicts of scalars, each with an int ``step``) as one new file; every
+        :data:`COMPACT_EVERY` appends, compact the attempt's rows into one file."""
         if self.attempt is None:
             raise RuntimeError(f"trial {self.trial_id}: call begin_attempt() before append()")
         if not rows:
             return
         table = _rows_to_table(rows, self.trial_id, self.attempt, self.schema)
-        name = f"a{self.attempt:03d}-{self._sequence:08d}.parquet"
-        put(self._fs, f"{self._directory}/{name}", _parquet_bytes(table))
+        put(self._fs, self._append_path(self._sequence), _parquet_bytes(table))
+        self._rows.append(table)
         self._sequence += 1
+        folded = _fold(self._summary, rows, self.metric, self.mode)
+        if folded is None:  # a step reported again: recount from the rows
+            own = _concat(self._rows, self._directory)
+            own = own.select([name for name in ["step", *_summary_columns(self.metric)] if name in own.column_names])
+            both = pd.concat([self._earlier, own.to_pandas()], ignore_index=True)
+            folded = _summarize(both.drop_duplicates("step", keep="last").sort_values("step", kind="stable"),
+                                self.metric, self.mode)
+        self._summary = folded
+        self._write_summary()
+        if self._sequence - self._compacted >= COMPACT_EVERY:
+            self._compact()
+
+    def _write_summary(self) -> None:
+        """``_summary.json``: the trial's current rows in brief as of this attempt's first ``appends``."""
+        summary = {"attempt": self.attempt, "appends": self._sequence, "metric": self.metric, "mode": self.mode,
+                   **self._summary}
+        put(self._fs, f"{self._directory}/{_SUMMARY_FILE}", json.dumps(summary).encode())
+
+    def close(self) -> None:
+        """End the attempt: its rows not yet compacted go into its compacted file."""
+        if self.attempt is not None and self._sequence > self._compacted:
+            self._compact()
+
+    def _append_path(self, sequence: int) -> str:
+        return f"{self._directory}/a{self.attempt:03d}-{sequence:08d}.parquet"
+
+    def _compacted_path(self, upto: int) -> str:
+        return f"{self._directory}/a{self.attempt:03d}-upto-{upto:08d}.parquet"
+
+    def _compact(self) -> None:
+        """Write the attempt's rows as one file, then delete the files it replaces: a crash in between
+        leaves covered files, which readers skip (module docstring)."""
+        table = _concat(self._rows, self._directory)  # declared columns (one schema per sweep) stay as declared
+        put(self._fs, self._compacted_path(self._sequence), _parquet_bytes(table))
+        replaced = [self._append_path(sequence) for sequence in range(self._compacted, self._sequence)]
+        if self._compacted:
+            replaced.append(self._compacted_path(self._compacted))
+        for path in replaced:
+            try:
+                self._fs.delete_file(path)
+            except FileNotFoundError:
+                pass
+        self._rows, self._compacted = [table], self._sequence
 
     def set_status(self, status: str, step: int | None = None, error: str | None = None) -> None:
         """Replace ``_status.json``; ``error`` keeps only its last non-empty line."""
@@ -188,35 +270,8 @@ def mark_status(root: str, trial_id: str, status: str, step: int | None = None, 
     """Record an outcome decided outside the trial's process (the sweep driver): stopped early by the
     scheduler, errored after its last retry, interrupted. Attributed to the trial's latest attempt."""
     writer = TrialWriter(root, trial_id, filesystem=filesystem)
-    names = [info.base_name for info in writer._fs.get_file_info(pafs.FileSelector(writer._directory))]
-    attempts = [int(m.group(1)) for m in map(_ATTEMPT_FILE.fullmatch, names) if m]
-    writer.attempt = max(attempts, default=1)
+    writer.attempt = max(writer._files().attempts, default=1)
     writer.set_status(status, step=step, error=error)
-
-
-def mark_interrupted(root: str, filesystem: pafs.FileSystem | None = None) -> list[str]:
-    """Record what a sweep's driver stopped on a signal leaves: every trial still ``running`` (or with no
-    status yet) becomes ``interrupted``, at its last step, and the ids are returned. Call it once the trial
-    processes have stopped writing. A trial whose last row already carries its outcome (it finished, then
-    stopped before replacing its status) gets that outcome instead: a finished trial stays finished."""
-    try:
-        store = _Store(root, filesystem)
-    except FileNotFoundError:  # no trial has started
-        return []
-    rows = _deduplicate(store.raw_rows, store.attempts)
-    last = rows.drop_duplicates("trial_id", keep="last").set_index("trial_id")
-    recorded = store.statuses.set_index("trial_id")["status"]
-    interrupted = []
-    for trial_id in sorted(store.trial_ids):
-        if recorded.get(trial_id, "running") != "running":
-            continue
-        step = int(last.at[trial_id, "step"]) if trial_id in last.index else None
-        outcome = last.at[trial_id, "status"] if trial_id in last.index and "status" in last else None
-        if outcome not in STATUSES or outcome == "running":
-            outcome = "interrupted"
-            interrupted.append(trial_id)
-        mark_status(root, trial_id, outcome, step=step, filesystem=filesystem)
-    return interrupted
 
 
 def current_status(root: str, trial_id: str, filesystem: pafs.FileSystem | None = None) -> str | None:
@@ -229,14 +284,92 @@ def current_status(root: str, trial_id: str, filesystem: pafs.FileSystem | None 
         return None
 
 
-def _read_rows_file(fs: pafs.FileSystem, path: str) -> pa.Table:
-    """One append file, with all-null columns retyped as null so that they unify with any type."""
-    with fs.open_input_file(path) as source:
-        table = pq.read_table(source)
+# ------------------------------------------------------------------------------------------- reading
+@dataclass
+class _TrialFiles:
+    """What one listing shows of a trial's directory."""
+
+    trial_id: str
+    directory: str
+    attempts: dict[int, str] = field(default_factory=dict)  # attempt -> its _attempt json
+    compacted: dict[int, tuple[int, str]] = field(default_factory=dict)  # attempt -> newest (upto, path)
+    appended: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # attempt -> [(seq, path)]
+    status: str | None = None
+    summary: str | None = None
+
+    def add(self, name: str, path: str) -> None:
+        if match := _ROWS_FILE.fullmatch(name):
+            self.appended.setdefault(int(match.group(1)), []).append((int(match.group(2)), path))
+        elif match := _COMPACTED_FILE.fullmatch(name):
+            attempt, upto = int(match.group(1)), int(match.group(2))
+            if upto > self.compacted.get(attempt, (-1, ""))[0]:
+                self.compacted[attempt] = (upto, path)
+        elif match := _ATTEMPT_FILE.fullmatch(name):
+            self.attempts[int(match.group(1))] = path
+        elif name == _STATUS_FILE:
+            self.status = path
+        elif name == _SUMMARY_FILE:
+            self.summary = path
+
+    def latest_attempt(self) -> int:
+        return max([*self.attempts, *self.compacted, *self.appended], default=0)
+
+    def tail(self, attempt: int) -> list[str]:
+        """The append files of ``attempt`` that its newest compacted file does not cover, in order."""
+        upto = self.compacted.get(attempt, (0, ""))[0]
+        return [path for seq, path in sorted(self.appended.get(attempt, [])) if seq >= upto]
+
+    def rows_paths(self) -> list[str]:
+        """Every file holding a current copy of the trial's rows: per attempt, its newest compacted file
+        and the appends after it."""
+        paths = []
+        for attempt in sorted({*self.compacted, *self.appended}):
+            if attempt in self.compacted:
+                paths.append(self.compacted[attempt][1])
+            paths += self.tail(attempt)
+        return paths
+
+
+def _list_trials(fs: pafs.FileSystem, metrics: str, root: str) -> dict[str, _TrialFiles]:
+    """Every trial under ``metrics`` from one recursive listing (a LIST per 1000 keys on object stores)."""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(metrics, recursive=True))
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"no results store at {root}: {metrics} does not exist") from error
+    trials: dict[str, _TrialFiles] = {}
+    for info in infos:
+        parts = info.path[len(metrics) + 1 :].split("/")
+        if parts[0][:1] in ("_", ".") or len(parts) > 2:
+            continue
+        files = trials.setdefault(parts[0], _TrialFiles(parts[0], f"{metrics}/{parts[0]}"))
+        if len(parts) == 2 and info.type == pafs.FileType.File:
+            files.add(parts[1], info.path)
+    return trials
+
+
+def _list_trial(fs: pafs.FileSystem, directory: str, trial_id: str) -> _TrialFiles:
+    files = _TrialFiles(trial_id, directory)
+    for info in fs.get_file_info(pafs.FileSelector(directory)):
+        files.add(info.base_name, info.path)
+    return files
+
+
+def _nulls_as_null(table: pa.Table) -> pa.Table:
+    """All-null columns retyped as null, so that they unify with any type."""
     for index, column in enumerate(table.columns):
         if len(table) and column.null_count == len(table) and column.type != pa.null():
             table = table.set_column(index, table.field(index).name, pa.nulls(len(table)))
     return table
+
+
+def _read_rows_file(fs: pafs.FileSystem, path: str, columns: Iterable[str] | None = None) -> pa.Table:
+    """One rows file (append or compacted), only ``columns`` (those of them it has) when given."""
+    with fs.open_input_file(path) as source:
+        parquet = pq.ParquetFile(source)
+        if columns is not None:
+            present = set(parquet.schema_arrow.names)
+            columns = [name for name in columns if name in present]
+        return parquet.read(columns=columns)
 
 
 def _read_json(fs: pafs.FileSystem, path: str) -> dict:
@@ -248,49 +381,66 @@ def _read_json(fs: pafs.FileSystem, path: str) -> dict:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
 
 
-class _Store:
-    """Everything under ``<root>/metrics``, read once."""
+def _concat(tables: list[pa.Table], where: str) -> pa.Table:
+    """One table of ``tables``: as they are when they share one schema (a sweep's declared columns),
+    else with all-null columns retyped as null and the types unified."""
+    if all(table.schema.equals(tables[0].schema) for table in tables[1:]):
+        return pa.concat_tables(tables)
+    try:
+        return pa.concat_tables([_nulls_as_null(table) for table in tables], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise ValueError(f"rows under {where} have incompatible column types: {error}") from error
 
-    def __init__(self, root: str, filesystem: pafs.FileSystem | None) -> None:
-        fs, root_path = resolve(root, filesystem)
-        metrics = f"{root_path}/metrics"
+
+def _attempts_frame(records: list[tuple[str, dict]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(trial, record["attempt"], record["resumed_from_step"]) for trial, record in records],
+        columns=["trial_id", "attempt", "resumed_from_step"],
+    ).astype({"trial_id": str, "attempt": "int64", "resumed_from_step": float})
+
+
+def _read_trials_rows(fs: pafs.FileSystem, trials: list[_TrialFiles], columns: list[str] | None) -> list[pa.Table]:
+    """The rows files of ``trials``. A file listed but gone when read was compacted meanwhile by a running
+    writer: that trial is listed and read again (its newer compacted file holds the rows)."""
+    pending = {files.trial_id: files for files in trials}
+    tables: list[pa.Table] = []
+
+    def read(job: tuple[str, str]) -> tuple[str, pa.Table | None]:
         try:
-            infos = fs.get_file_info(pafs.FileSelector(metrics, recursive=True))
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"no results store at {root}: {metrics} does not exist") from error
-        self.trial_ids: set[str] = set()
-        rows_paths, attempt_paths, status_paths = [], [], []
-        for info in infos:
-            parts = info.path[len(metrics) + 1 :].split("/")
-            if parts[0][:1] in ("_", ".") or len(parts) > 2:
-                continue
-            self.trial_ids.add(parts[0])
-            if info.type != pafs.FileType.File:
-                continue
-            if _ROWS_FILE.fullmatch(parts[1]):
-                rows_paths.append(info.path)
-            elif _ATTEMPT_FILE.fullmatch(parts[1]):
-                attempt_paths.append((parts[0], info.path))
-            elif parts[1] == _STATUS_FILE:
-                status_paths.append((parts[0], info.path))
+            return job[0], _read_rows_file(fs, job[1], columns)
+        except FileNotFoundError:
+            return job[0], None
+
+    for _ in range(_READ_RETRIES):
+        jobs = [(trial_id, path) for trial_id, files in pending.items() for path in files.rows_paths()]
         with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
-            tables = list(pool.map(lambda path: _read_rows_file(fs, path), sorted(rows_paths)))
-            attempts = list(pool.map(lambda item: (item[0], _read_json(fs, item[1])), attempt_paths))
-            statuses = list(pool.map(lambda item: (item[0], _read_json(fs, item[1])), status_paths))
-        try:
-            table = pa.concat_tables(tables, promote_options="permissive") if tables else None
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            raise ValueError(f"rows under {metrics} have incompatible column types: {error}") from error
-        raw_rows = table.to_pandas() if table is not None else pd.DataFrame(columns=["trial_id", "attempt", "step"])
-        self.raw_rows = raw_rows.astype({"trial_id": str, "attempt": "int64", "step": "int64"})
-        self.attempts = pd.DataFrame(
-            [(trial, record["attempt"], record["resumed_from_step"]) for trial, record in attempts],
-            columns=["trial_id", "attempt", "resumed_from_step"],
-        ).astype({"trial_id": str, "attempt": "int64", "resumed_from_step": float})
-        self.statuses = pd.DataFrame(
-            [(trial, record["status"], record["attempt"], record["error"]) for trial, record in statuses],
-            columns=["trial_id", "status", "status_attempt", "error"],
-        ).astype({"trial_id": str})
+            done = list(pool.map(read, jobs))
+        gone = {trial_id for trial_id, table in done if table is None}
+        tables += [table for trial_id, table in done if trial_id not in gone]
+        if not gone:
+            return tables
+        pending = {trial_id: _list_trial(fs, pending[trial_id].directory, trial_id) for trial_id in gone}
+    raise FileNotFoundError(f"trials {sorted(pending)}: their files kept vanishing while read "
+                            f"({_READ_RETRIES} listings)")
+
+
+def _current_rows(fs: pafs.FileSystem, trials: Iterable[_TrialFiles], columns: list[str] | None,
+                  where: str, extra_attempts: list[tuple[str, dict]] = ()) -> pa.Table:
+    """The deduplicated rows of ``trials`` (only ``columns`` and the key columns when given), sorted by
+    trial and step; ``extra_attempts``: attempt records not in the listing yet."""
+    trials = list(trials)
+    wanted = None if columns is None else list(dict.fromkeys([*_KEYS, *columns]))
+    tables = _read_trials_rows(fs, trials, wanted)
+    attempt_paths = [(files.trial_id, path) for files in trials for path in files.attempts.values()]
+    with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
+        records = list(pool.map(lambda item: (item[0], _read_json(fs, item[1])), attempt_paths))
+    if not tables:
+        return pa.table({"trial_id": pa.array([], pa.string()), "attempt": pa.array([], pa.int64()),
+                         "step": pa.array([], pa.int64())})
+    table = _concat(tables, where)
+    keys = table.select(_KEYS).to_pandas().astype({"trial_id": str, "attempt": "int64", "step": "int64"})
+    kept = _deduplicate(keys.assign(_row=np.arange(len(keys))), _attempts_frame([*records, *extra_attempts]))
+    return table.take(pa.array(kept["_row"].to_numpy()))
 
 
 def _stale_cutoffs(row_attempts: pd.DataFrame, attempts: pd.DataFrame) -> pd.Series:
@@ -340,28 +490,157 @@ def _apply_final_status(rows: pd.DataFrame, statuses: pd.DataFrame) -> pd.DataFr
     return rows
 
 
-def read_rows(root: str, filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
+def _statuses(fs: pafs.FileSystem, trials: Iterable[_TrialFiles]) -> pd.DataFrame:
+    items = [(files.trial_id, files.status) for files in trials if files.status]
+    with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
+        records = list(pool.map(lambda item: (item[0], _read_json(fs, item[1])), items))
+    return pd.DataFrame(
+        [(trial, record["status"], record["attempt"], record["error"]) for trial, record in records],
+        columns=["trial_id", "status", "status_attempt", "error"],
+    ).astype({"trial_id": str})
+
+
+def _rows_table(root: str, filesystem: pafs.FileSystem | None, columns: Iterable[str] | None) -> pa.Table:
+    """:func:`read_rows` as an Arrow table."""
+    fs, root_path = resolve(root, filesystem)
+    trials = _list_trials(fs, f"{root_path}/metrics", root).values()
+    columns = None if columns is None else list(columns)
+    table = _current_rows(fs, trials, columns, f"{root_path}/metrics")
+    if columns is not None and "status" not in columns:
+        return table
+    keys = table.select([name for name in ("trial_id", "attempt", "status") if name in table.column_names])
+    applied = _apply_final_status(keys.to_pandas(), _statuses(fs, trials))
+    if "status" not in applied:
+        return table
+    status = pa.array(applied["status"].to_numpy(object), pa.string())
+    if "status" in table.column_names:
+        return table.set_column(table.column_names.index("status"), "status", status)
+    return table.append_column("status", status)
+
+
+def read_rows(root: str, filesystem: pafs.FileSystem | None = None,
+              columns: Iterable[str] | None = None) -> pd.DataFrame:
     """All trials' rows, one per (trial_id, step), sorted by trial_id and step.
 
+    ``columns``: read only these (those the store has) besides ``trial_id``, ``attempt`` and ``step``.
     Schemas are unified (nulls where a column is absent, int+float -> float); stale rows of discarded
-    attempts are dropped and each trial's last row carries its final status (module docstring).
+    attempts are dropped and each trial's last row carries its final status (module docstring) when
+    ``status`` is read.
     """
-    store = _Store(root, filesystem)
-    return _apply_final_status(_deduplicate(store.raw_rows, store.attempts), store.statuses)
+    rows = _rows_table(root, filesystem, columns).to_pandas()
+    return rows.astype({"trial_id": str, "attempt": "int64", "step": "int64"})
+
+
+# ------------------------------------------------------------------------------------- summaries
+def _better(mode: str):
+    return min if mode == "min" else max
+
+
+def _summarize(rows: pd.DataFrame, metric: str | None, mode: str) -> dict:
+    """One trial's deduplicated rows (sorted by step) in brief: how many, the last one's step, status
+    and arm, and the last and best value of ``metric`` (NaN values skipped, as before any evaluation)."""
+    return _fold({"n_rows": 0, "last_step": None, "last_status": None, "arm": None, "last": None, "best": None},
+                 rows.to_dict("records"), metric, mode)
+
+
+def _fold(summary: dict, rows: list[dict], metric: str | None, mode: str) -> dict | None:
+    """``summary`` (:func:`_summarize`) with ``rows``, later reports of the trial in step order, added;
+    None when a row reports a step at or before the summary's last (its rows must then be recounted)."""
+    summary = dict(summary)
+    for row in rows:
+        step = int(row["step"])
+        if summary["last_step"] is not None and step <= summary["last_step"]:
+            return None
+        status, arm, value = row.get("status"), row.get("arm"), row.get(metric) if metric else None
+        summary.update(n_rows=summary["n_rows"] + 1, last_step=step,
+                       last_status=status if isinstance(status, str) else None,
+                       arm=arm if isinstance(arm, str) else None)
+        if value is not None and not math.isnan(value):
+            summary["last"] = float(value)
+            summary["best"] = float(value) if summary["best"] is None else _better(mode)(summary["best"], float(value))
+    return summary
+
+
+def _summary_columns(metric: str | None) -> list[str]:
+    return ["status", "arm", *([metric] if metric else [])]
+
+
+def _trial_summary(fs: pafs.FileSystem, files: _TrialFiles, metric: str | None, mode: str, where: str) -> dict:
+    """:func:`trial_summaries` of one trial: from its ``_summary.json`` (rewritten after every append) and
+    any append it does not cover yet (a writer between the two writes, or killed there), or, without a
+    usable summary (a store from before summaries, a zombie attempt's summary, another metric), from the
+    columns it needs of the trial's rows."""
+    status = _read_json(fs, files.status) if files.status else {}
+    base = {"trial_id": files.trial_id, "status": status.get("status"), "error": status.get("error"),
+            "attempts": len(files.attempts)}
+    latest = files.latest_attempt()
+    summary = _read_json(fs, files.summary) if files.summary else None
+    if (summary is not None and summary["attempt"] == latest
+            and (metric is None or (summary["metric"] == metric and summary["mode"] == mode))):
+        upto = files.compacted.get(latest, (0, ""))[0]
+        tail = [path for seq, path in sorted(files.appended.get(latest, [])) if seq >= max(upto, summary["appends"])]
+        rows = [] if not tail else _concat([_read_rows_file(fs, path, ["step", *_summary_columns(metric)])
+                                            for path in tail], where).to_pylist()
+        folded = _fold({key: summary[key] for key in _SUMMARY_KEYS}, rows, metric, mode)
+        if folded is not None:
+            return {**base, **folded}
+    rows = _current_rows(fs, [files], _summary_columns(metric), where).to_pandas()
+    return {**base, **_summarize(rows, metric, mode)}
+
+
+def trial_summaries(root: str, filesystem: pafs.FileSystem | None = None, metric: str | None = None,
+                    mode: str = "min") -> pd.DataFrame:
+    """One row per trial, read from the trials' summaries (no rows but the appends since each trial's
+    last compaction): trial_id, status (``_status.json``), attempts, last_step, error (its last line),
+    n_rows, and of the last row its status (``last_status``) and ``arm``, and the ``last`` and ``best``
+    (by ``mode``) value of ``metric``."""
+    fs, root_path = resolve(root, filesystem)
+    metrics = f"{root_path}/metrics"
+    trials = _list_trials(fs, metrics, root)
+
+    def summarize(files: _TrialFiles) -> dict:
+        for _ in range(_READ_RETRIES - 1):
+            try:
+                return _trial_summary(fs, files, metric, mode, metrics)
+            except FileNotFoundError:  # its writer compacted the appends listed: list them again
+                files = _list_trial(fs, files.directory, files.trial_id)
+        return _trial_summary(fs, files, metric, mode, metrics)
+
+    with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
+        records = list(pool.map(summarize, [trials[trial_id] for trial_id in sorted(trials)]))
+    columns = ["trial_id", "status", "attempts", "last_step", "error", "n_rows", "last_status", "arm",
+               "last", "best"]
+    frame = pd.DataFrame(records, columns=columns).astype(
+        {"trial_id": str, "attempts": "Int64", "last_step": "Int64", "n_rows": "Int64", "last": float,
+         "best": float})
+    return frame
 
 
 def trial_status(root: str, filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
     """One row per trial: trial_id, status, attempts, last_step, error (last line), n_rows."""
-    store = _Store(root, filesystem)
-    rows = _deduplicate(store.raw_rows, store.attempts)
-    per_trial = pd.DataFrame({"trial_id": sorted(store.trial_ids)}).astype({"trial_id": str})
-    per_trial = per_trial.merge(store.statuses[["trial_id", "status", "error"]], on="trial_id", how="left")
-    attempt_counts = store.attempts.groupby("trial_id").size().rename("attempts")
-    row_counts = rows.groupby("trial_id")["step"].agg(last_step="max", n_rows="size")
-    per_trial = per_trial.join(attempt_counts, on="trial_id").join(row_counts, on="trial_id")
-    per_trial = per_trial.astype({"attempts": "Int64", "last_step": "Int64", "n_rows": "Int64"})
-    per_trial = per_trial.fillna({"attempts": 0, "n_rows": 0})
-    return per_trial[["trial_id", "status", "attempts", "last_step", "error", "n_rows"]]
+    return trial_summaries(root, filesystem)[["trial_id", "status", "attempts", "last_step", "error", "n_rows"]]
+
+
+def mark_interrupted(root: str, filesystem: pafs.FileSystem | None = None) -> list[str]:
+    """Record what a sweep's driver stopped on a signal leaves: every trial still ``running`` (or with no
+    status yet) becomes ``interrupted``, at its last step, and the ids are returned. Call it once the trial
+    processes have stopped writing. A trial whose last row already carries its outcome (it finished, then
+    stopped before replacing its status) gets that outcome instead: a finished trial stays finished."""
+    try:
+        summaries = trial_summaries(root, filesystem)
+    except FileNotFoundError:  # no trial has started
+        return []
+    interrupted = []
+    for trial in summaries.to_dict("records"):
+        if (trial["status"] or "running") != "running":
+            continue
+        step = None if pd.isna(trial["last_step"]) else int(trial["last_step"])
+        outcome = trial["last_status"]
+        if outcome not in STATUSES or outcome == "running":
+            outcome = "interrupted"
+            interrupted.append(trial["trial_id"])
+        mark_status(root, trial["trial_id"], outcome, step=step, filesystem=filesystem)
+    return interrupted
 
 
 def collected_is_current(root: str, filesystem: pafs.FileSystem | None = None) -> bool:
@@ -383,10 +662,11 @@ def collected_is_current(root: str, filesystem: pafs.FileSystem | None = None) -
 def collect(root: str, out: str | None = None, filesystem: pafs.FileSystem | None = None) -> str:
     """Write :func:`read_rows` as one Parquet file (default ``<root>/results.parquet``); return its path/URI.
 
-    ``out`` is a path in ``filesystem`` when one is given, else a local path or URI of its own.
+    ``out`` is a path in ``filesystem`` when one is given, else a local path or URI of its own. The rows
+    stay Arrow from the store's files to this one (no pandas frame of the whole sweep).
     """
-    rows = read_rows(root, filesystem)
+    table = _rows_table(root, filesystem, None)
     out = out or f"{root.rstrip('/')}/results.parquet"
-    write_file(out, _parquet_bytes(pa.Table.from_pandas(rows, preserve_index=False)), filesystem)
-    logger.info("collected %d rows of %d trials into %s", len(rows), rows["trial_id"].nunique(), out)
+    write_file(out, _parquet_bytes(table), filesystem)
+    logger.info("collected %d rows of %d trials into %s", len(table), len(table.column("trial_id").unique()), out)
     return out

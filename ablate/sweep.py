@@ -2,7 +2,8 @@
 
 A sweep directory (local path or any pyarrow URI) holds::
 
-    sweep.json          what ran: name, source file, its sha256, profile, --set overrides, Ray version
+    sweep.json          what ran: name, source file, its sha256, profile, --set overrides, Ray version,
+                        and what the status table needs (ablate.progress.table_view)
     spec.yaml           the search-space file's text as it was when the sweep began
     metrics/<trial>/    the results store (ablate.results), written from inside each trial
     tune/               Ray Tune's experiment (trial state, searcher/scheduler state, checkpoints)
@@ -27,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import pandas as pd
 import pyarrow.fs as pafs
 import ray
 from ray import tune
@@ -36,21 +36,18 @@ from ray.tune.search.optuna import OptunaSearch
 
 from . import results, storage
 from .interrupt import StopSignals, exit_status
+from .progress import SPEC_FILE, SWEEP_FILE, SweepError, arm_label, load_sweep, render_table, table_view
 from .spec import Point, SweepSpec, load_spec, make_point
 from .train.columns import ColumnTypes, merge_columns, row_columns
 
 log = logging.getLogger(__name__)
 
-SWEEP_FILE, SPEC_FILE, TUNE_DIR = "sweep.json", "spec.yaml", "tune"
+TUNE_DIR = "tune"
 STATE_DIR = "checkpoints"  # <sweep>/checkpoints/<trial_id>.pt: each trial's latest trainer state
 #: test-only fault injection at report step ABLATE_FAULT_STEP: once (first attempt) in trials whose
 #: name contains ABLATE_FAULT_TRIALS (all trials if unset), on every attempt in trials whose name
 #: contains ABLATE_FAULT_ALWAYS (so they end errored when their retries run out)
 FAULT_STEP_ENV, FAULT_TRIALS_ENV, FAULT_ALWAYS_ENV = "ABLATE_FAULT_STEP", "ABLATE_FAULT_TRIALS", "ABLATE_FAULT_ALWAYS"
-
-
-class SweepError(RuntimeError):
-    """A sweep cannot start or resume (bad directory, changed file, impossible resources)."""
 
 
 class SweepInterrupted(RuntimeError):
@@ -88,13 +85,6 @@ def new_sweep_dir(out: str, name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- points
-def arm_label(point: Point) -> str:
-    """Readable label of a point without its seed: the variant and the swept values."""
-    parts = [point.variant] if point.variant else []
-    parts += [f"{k}={v}" for k, v in sorted(point.params.items())]
-    return ",".join(parts) or "base"
-
-
 def point_columns(point: Point, spec: SweepSpec) -> dict[str, Any]:
     return {"sweep": spec.name, "arm": arm_label(point), "variant": point.variant,
             "point_key": point.key}
@@ -202,7 +192,8 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, columns
         raise RuntimeError(f"{state_file}: missing: Ray Tune has a checkpoint of trial {trial_id} but "
                            "the trainer state it marks is gone")
     with _local_copy(state_file) if resume else contextlib.nullcontext() as resume_from:
-        run_trial(setup, sweep_dir, trial_id, resume_from=resume_from, on_report=report)
+        run_trial(setup, sweep_dir, trial_id, resume_from=resume_from, on_report=report,
+                  summary_metric=(metric, spec.tune.mode))
 
 
 def _save_state(trainer, location: str) -> None:
@@ -355,6 +346,7 @@ class ProgressTable(tune.Callback):
 
     def __init__(self, spec: SweepSpec, every_s: float = 15.0, stream=sys.stdout):
         self.spec, self.every_s, self.stream = spec, every_s, stream
+        self.total = table_view(spec)["iterations"]
         self.rows: dict[str, dict[str, Any]] = {}
         self._last = 0.0
 
@@ -378,7 +370,8 @@ class ProgressTable(tune.Callback):
         if not force and now - self._last < self.every_s:
             return
         self._last = now
-        print(render_table(self.spec, [self._line(t) for t in trials]), file=self.stream, flush=True)
+        print(render_table(self.spec.tune.metric, self.total, [self._line(t) for t in trials]), file=self.stream,
+              flush=True)
 
     def _line(self, trial) -> dict[str, Any]:
         row = self.rows.get(trial.trial_id, {})
@@ -386,25 +379,6 @@ class ProgressTable(tune.Callback):
         return {"trial": point.trial_name if "point" in trial.config else str(trial),
                 "arm": arm_label(point), "step": row.get("step"), "last": row.get("last"),
                 "best": row.get("best"), "status": row.get("status") or trial.status.lower()}
-
-
-def render_table(spec: SweepSpec, lines: list[dict[str, Any]]) -> str:
-    total = spec.config_for({}, next(iter(spec.variants), None), spec.seeds[0]).train.iterations
-    metric = spec.tune.metric
-
-    def num(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, (int, float)) and v is not None and not (
-            isinstance(v, float) and math.isnan(v)) else "-"
-
-    header = f"{'trial':<28} {'step':>13} {('last ' + metric):>16} {'best':>10}  {'status':<13} arm"
-    out = [header, "-" * len(header)]
-    for line in lines:
-        step = f"{line['step'] if line['step'] is not None else '-'}/{total}"
-        out.append(f"{line['trial'][:28]:<28} {step:>13} {num(line['last']):>16} {num(line['best']):>10}"
-                   f"  {str(line['status'])[:13]:<13} {line['arm']}")
-        if line.get("error"):
-            out.append(f"{'':<28}   error: {line['error']}")
-    return "\n".join(out)
 
 
 class StatusWriter(tune.Callback):
@@ -533,6 +507,7 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
         "name": spec.name, "source": os.path.abspath(path), "sha256": spec.sha256,
         "profile": spec.profile, "overrides": spec.overrides, "workdir": spec.workdir, "num_cpus": num_cpus,
         "ray": ray.__version__, "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        "table": table_view(spec),  # what `ablate status` shows, so that it needs neither the spec nor Ray
     }, indent=2, default=str))
     notify(f"sweep {spec.name}: {sweep_dir}")
     tuner = tune.Tuner(
@@ -552,18 +527,6 @@ def _num_samples(spec: SweepSpec) -> int:
 
 
 # ---------------------------------------------------------------------------------------- resume
-def load_sweep(sweep_dir: str) -> tuple[dict[str, Any], SweepSpec]:
-    """The sweep's record and its spec, rebuilt from the copy stored when it began."""
-    if not storage.exists(storage.join(sweep_dir, SWEEP_FILE)):
-        raise SweepError(f"{sweep_dir}: not a sweep directory (no {SWEEP_FILE})")
-    record = json.loads(_read_text(storage.join(sweep_dir, SWEEP_FILE)))
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = os.path.join(tmp, os.path.basename(record["source"]))
-        Path(copy).write_text(_read_text(storage.join(sweep_dir, SPEC_FILE)))
-        spec = load_spec(copy, record["profile"], record["overrides"], record.get("workdir"))
-    return record, spec
-
-
 def spec_changes(sweep_dir: str, record: dict[str, Any]) -> Optional[str]:
     """A unified diff when the source file changed since the sweep began, else None."""
     import difflib
@@ -617,34 +580,3 @@ def resume_sweep(sweep_dir: str, restart_errored: bool = False, address: Optiona
     _fit(tuner, sweep_dir, "resume")
     results.collect(sweep_dir)
     return sweep_dir
-
-
-# ---------------------------------------------------------------------------------------- status
-def status_table(sweep_dir: str) -> str:
-    """The progress table from disk, for a running or finished sweep."""
-    _, spec = load_sweep(sweep_dir)
-    statuses = results.trial_status(sweep_dir).set_index("trial_id")
-    try:
-        rows = results.read_rows(sweep_dir)
-    except FileNotFoundError:
-        rows = None
-    # the arm of a trial without rows yet: from the sweep's fixed design (optuna proposes points one by one)
-    arms = {p.trial_name: arm_label(p) for p in spec.points()} if spec.tune.searcher.name != "optuna" else {}
-    metric, lines = spec.tune.metric, []
-    for trial_id, st in statuses.iterrows():
-        # a trial without rows has no step, and one without an error no error (both null in the frame)
-        line = {"trial": trial_id, "arm": arms.get(trial_id, ""), "step": None if pd.isna(st["last_step"]) else int(st["last_step"]),
-                "last": math.nan, "best": math.nan, "status": st["status"],
-                "error": st["error"] if isinstance(st["error"], str) else None}
-        if rows is not None and len(rows):
-            mine = rows[rows["trial_id"] == trial_id]
-            if len(mine):
-                line["arm"] = mine["arm"].iloc[-1] if "arm" in mine else ""
-                if metric in mine:
-                    vals = mine[metric].dropna()
-                    if len(vals):
-                        line["last"] = float(vals.iloc[-1])
-                        line["best"] = float(vals.min() if spec.tune.mode == "min" else vals.max())
-        lines.append(line)
-    return render_table(spec, lines)
-

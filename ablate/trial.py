@@ -66,13 +66,16 @@ def prepare_trial(cfg: Config, out_dir: Optional[str], columns: Optional[dict[st
 
 def run_trial(setup: TrialSetup, store_root: str, trial_id: str, *,
               resume_from: Optional[str] = None, on_report: Optional[ReportHook] = None,
-              filesystem: Optional[pafs.FileSystem] = None) -> dict[str, Any]:
+              filesystem: Optional[pafs.FileSystem] = None,
+              summary_metric: Optional[tuple[str, str]] = None) -> dict[str, Any]:
     """Train ``setup`` to the end, appending one row per report to the store at ``store_root``.
 
     ``resume_from``: a checkpoint file to continue from (a new attempt in the store). Returns the
     last row. Exceptions mark the trial ``errored`` in the store (with the error's last line) and are
     re-raised; divergence ends the run with status ``diverged`` (no exception). A checkpoint of a
     finished trial (a driver killed after its last report) starts no attempt and writes nothing.
+    ``summary_metric``: (metric, mode) whose last and best value the trial's store summary keeps (what
+    ``ablate status`` shows). However the run ends, the attempt's rows are compacted into one file.
     """
     trainer = setup.trainer
     if resume_from is not None:
@@ -81,7 +84,8 @@ def run_trial(setup: TrialSetup, store_root: str, trial_id: str, *,
             log.info("trial %s: its checkpoint at step %d is %s already", trial_id, trainer.step, trainer.status)
             return {**setup.columns, "step": trainer.step, "status": trainer.status}
         log.info("trial %s: resumed from step %d", trial_id, trainer.step)
-    writer = TrialWriter(store_root, trial_id, filesystem=filesystem, columns=setup.schema)
+    metric, mode = summary_metric or (None, "min")
+    writer = TrialWriter(store_root, trial_id, filesystem=filesystem, columns=setup.schema, metric=metric, mode=mode)
     writer.begin_attempt(trainer.step if resume_from is not None else None)
     writer.set_status("running", step=trainer.step)  # a retry is running again, not still `errored`
     every = setup.cfg.log.checkpoint_every
@@ -105,4 +109,6 @@ def run_trial(setup: TrialSetup, store_root: str, trial_id: str, *,
         message = "".join(traceback.format_exception_only(type(err), err)).strip()
         writer.set_status("errored", step=trainer.step, error=message)
         raise
+    finally:  # also when Ray stops the trial (SystemExit)
+        writer.close()
     return {**setup.columns, **last}

@@ -65,7 +65,8 @@ def test_round_trip_keeps_values_and_adds_trial_columns(store: Store) -> None:
     assert list(rows["coupling.beta"]) == [30.0] * 3
     assert rows["fid_1step"].isna().tolist() == [True, True, False]
     assert rows["fid_1step"].iloc[2] == 12.5
-    assert store.names("t1") == ["_attempt-001.json", "a001-00000000.parquet", "a001-00000001.parquet"]
+    assert store.names("t1") == ["_attempt-001.json", "_summary.json", "a001-00000000.parquet",
+                                 "a001-00000001.parquet"]
 
 
 def test_local_root_as_file_uri(tmp_path: Path) -> None:
