@@ -311,6 +311,8 @@ def _param_space(spec: SweepSpec) -> Optional[dict[str, Any]]:
 
 def _trainable(spec: SweepSpec, sweep_dir: str):
     res = spec.tune.resources
+    if sweep_workers.multi_worker(spec):  # trials on several Ray Train workers (ablate.sweep_workers)
+        return sweep_workers.trainable(spec, sweep_dir, sweep_columns(spec))
     fn = tune.with_parameters(train_point, spec=spec, sweep_dir=sweep_dir, columns=sweep_columns(spec))
     return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
@@ -343,7 +345,11 @@ def fit_resources(spec: SweepSpec, path: str, notify: Callable[[str], None]) -> 
             return load_spec(path, "cpu", spec.overrides)
         raise SweepError(f"{path}: tune.resources: gpu={res.gpu} per trial but this Ray cluster has "
                          "no GPU, and the file has no 'cpu' profile to fall back to")
-    if res.cpu > total.get("CPU", 0):
+    if sweep_workers.multi_worker(spec):  # tune.resources is per worker (ablate.sweep_workers)
+        problem = sweep_workers.check_worker_resources(spec, path, total)
+        if problem:
+            raise SweepError(problem)
+    elif res.cpu > total.get("CPU", 0):
         raise SweepError(f"{path}: tune.resources: cpu={res.cpu} per trial but the Ray cluster has "
                          f"only {total.get('CPU', 0):g} CPUs (start Ray with more or ask for fewer)")
     return spec
@@ -539,7 +545,9 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
         _trainable(spec, sweep_dir), param_space=_param_space(spec),
         tune_config=tune.TuneConfig(metric=spec.tune.metric, mode=spec.tune.mode,
                                     scheduler=_scheduler(spec), search_alg=_searcher(spec),
-                                    num_samples=_num_samples(spec), reuse_actors=True,
+                                    num_samples=_num_samples(spec),
+                                    # a multi-worker trial's Ray Train run must end with its actor
+                                    reuse_actors=not sweep_workers.multi_worker(spec),
                                     max_concurrent_trials=spec.tune.max_concurrent),
         run_config=_run_config(spec, sweep_dir, quiet))
     _fit(tuner, sweep_dir, "run")
@@ -648,3 +656,7 @@ def status_table(sweep_dir: str) -> str:
         lines.append(line)
     return render_table(spec, lines)
 
+
+
+# trials on several Ray Train workers; imported last: it builds on this module's trial helpers
+from . import sweep_workers  # noqa: E402

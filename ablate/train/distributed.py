@@ -225,5 +225,6 @@ def slices_divide_the_batch(cfg: Config, dataset: Optional["DatasetInfo"]) -> It
     if parts > 1 and dist_cfg.name == "time_aware_mmd" and (batch // parts) % dist_cfg.group_size:
         yield Problem(("distance.group_size", "train.batch_size", "train.distributed.workers",
                        "train.accumulate"),
-                      f"the micro-batch train.batch_size / (workers x accumulate) = {batch // parts} must "
-                      f"be a multiple of distance.group_size ({dist_cfg.group_size})")
+                      f"the micro-batch train.batch_size / (train.distributed.workers x train.accumulate) "
+                      f"= {batch} / {parts} = {batch // parts} must be a multiple of distance.group_size "
+                      f"({dist_cfg.group_size}): an MMD group never spans two slices")
