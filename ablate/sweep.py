@@ -7,6 +7,7 @@ A sweep directory (local path or any pyarrow URI) holds::
     metrics/<trial>/    the results store (ablate.results), written from inside each trial
     tune/               Ray Tune's experiment (trial state, searcher/scheduler state, checkpoints)
     samples/<trial>/    sample grids and scatters, step_<step>.png (the rows' ``samples_png``)
+    ray_train/          Ray Train's records of multi-worker trials (ablate.sweep_workers)
 
 Each trial reports every store row to the store and, at the rows that carry the tune metric (the
 evaluations), a Ray result with a checkpoint every ``log.checkpoint_every`` such results. Schedulers'
