@@ -37,11 +37,11 @@ from .sweep import (FAULT_STEP_ENV, STATE_DIR, _for_ray, _local_copy, _point_of,
                     _save_state, _store_has_rows, point_columns)
 from .train.columns import ColumnTypes
 
-#: test-only: on the first attempt, at report step ABLATE_FAULT_STEP, the worker of this rank kills its
-#: own process (SIGKILL): a worker lost mid-run, not an exception
+#: test-only: where ablate.sweep's FAULT_* variables would raise (step, trials, attempts), the worker of
+#: this rank kills its own process instead (SIGKILL): a worker lost mid-run, not an exception
 FAULT_KILL_RANK_ENV = "ABLATE_FAULT_KILL_RANK"
-#: the CPU share a multi-worker trial's driver reserves (its workers reserve theirs)
-DRIVER_CPU = 0.01
+#: the memory (bytes) a multi-worker trial's driver reserves: its only resource (workers reserve theirs)
+DRIVER_MEMORY = 256 * 2 ** 20
 #: how long the trial waits on its queue before looking whether the Ray Train run ended
 _POLL_S = 1.0
 
@@ -69,10 +69,11 @@ def check_worker_resources(spec: SweepSpec, path: str, total: dict[str, float]) 
 
 def trainable(spec: SweepSpec, sweep_dir: str, columns: ColumnTypes):
     """The Tune trainable of a multi-worker sweep. The trial itself (the Ray Train driver, idle but for
-    relaying results) holds a token ``DRIVER_CPU`` (Tune refuses a trial without resources); the workers
-    ask for theirs when the trial starts them."""
+    relaying results) holds no CPU or GPU, only ``DRIVER_MEMORY`` (Tune refuses a trial without any
+    resource); the workers ask for theirs when the trial starts them, so ``workers x tune.resources``
+    is what a trial takes."""
     fn = tune.with_parameters(train_point_workers, spec=spec, sweep_dir=sweep_dir, columns=columns)
-    return tune.with_resources(fn, {"cpu": DRIVER_CPU, "gpu": 0})
+    return tune.with_resources(fn, {"cpu": 0, "gpu": 0, "memory": DRIVER_MEMORY})
 
 
 def train_point_workers(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, columns: ColumnTypes) -> None:
@@ -163,7 +164,7 @@ def _worker_loop(loop: dict[str, Any]) -> None:
         if kill_rank is None:
             if rank == 0 and _fault_due(trial_id, row["step"], loop["first_attempt"]):
                 raise RuntimeError(f"injected fault at step {row['step']} ({FAULT_STEP_ENV})")
-        elif int(kill_rank) == rank and loop["first_attempt"] and os.environ.get(FAULT_STEP_ENV) == str(row["step"]):
+        elif int(kill_rank) == rank and _fault_due(trial_id, row["step"], loop["first_attempt"]):
             os.kill(os.getpid(), signal.SIGKILL)
 
     if rank != 0:  # no evaluation, no diagnostics (they would only be discarded), no writes

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ablate.results import read_rows, trial_status
+from ablate.spec import load_spec
 from toy import SWEEP_TIMEOUT_S, ablate_cli, cli_env, toy_space, write_space
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -43,15 +44,18 @@ def check_rows(sweep_dir: Path) -> None:
         assert mine["images_seen"].tolist() == [s * 64 for s in mine["step"]]
 
 
-def test_two_trials_of_two_workers_complete_with_their_rows(tmp_path, ray_tmp):
-    check_rows(run_sweep(tmp_path, ray_tmp))
-
-
-def test_a_killed_worker_resumes_from_the_checkpoint_without_lost_or_duplicated_rows(tmp_path, ray_tmp):
-    """Rank 1 of each trial SIGKILLs itself at step 30 on its first attempt: the Ray Train run fails,
-    Tune retries the trial from its checkpoint at step 20 and the rows of steps past it are replaced."""
-    sweep_dir = run_sweep(tmp_path, ray_tmp, ABLATE_FAULT_STEP="30", ABLATE_FAULT_KILL_RANK="1")
+def test_two_trials_of_two_workers_complete_and_a_killed_worker_resumes_without_lost_or_duplicated_rows(
+        tmp_path, ray_tmp):
+    """Rank 1 of one trial SIGKILLs itself at step 30 on its first attempt: that Ray Train run fails,
+    Tune retries the trial from its checkpoint at step 20, and the rows of the steps past it are the
+    retry's. The other trial runs undisturbed."""
+    spec = write_space(tmp_path, TWO_WORKERS)
+    killed, calm = (p.trial_name for p in load_spec(spec).points())
+    sweep_dir = run_sweep(tmp_path, ray_tmp, ABLATE_FAULT_STEP="30", ABLATE_FAULT_KILL_RANK="1",
+                          ABLATE_FAULT_TRIALS=killed)
     check_rows(sweep_dir)
     rows = read_rows(str(sweep_dir))
-    assert (rows.loc[rows["step"] <= 20, "attempt"] == 1).all()  # kept from before the kill
-    assert (rows.loc[rows["step"] > 20, "attempt"] == 2).all()  # retrained from the step-20 checkpoint
+    mine = rows[rows["trial_id"] == killed]
+    assert (mine.loc[mine["step"] <= 20, "attempt"] == 1).all()  # kept from before the kill
+    assert (mine.loc[mine["step"] > 20, "attempt"] == 2).all()  # retrained from the step-20 checkpoint
+    assert (rows.loc[rows["trial_id"] == calm, "attempt"] == 1).all()
