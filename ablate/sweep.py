@@ -8,6 +8,7 @@ A sweep directory (local path or any pyarrow URI) holds::
     metrics/<trial>/    the results store (ablate.results), written from inside each trial
     tune/               Ray Tune's experiment (trial state, searcher/scheduler state, checkpoints)
     samples/<trial>/    sample grids and scatters, step_<step>.png (the rows' ``samples_png``)
+    ray_train/          Ray Train's records of multi-worker trials (ablate.sweep_workers)
 
 Each trial reports every store row to the store and, at the rows that carry the tune metric (the
 evaluations), a Ray result with a checkpoint every ``log.checkpoint_every`` such results. Schedulers'
@@ -302,6 +303,8 @@ def _param_space(spec: SweepSpec) -> Optional[dict[str, Any]]:
 
 def _trainable(spec: SweepSpec, sweep_dir: str):
     res = spec.tune.resources
+    if sweep_workers.multi_worker(spec):  # trials on several Ray Train workers (ablate.sweep_workers)
+        return sweep_workers.trainable(spec, sweep_dir, sweep_columns(spec))
     fn = tune.with_parameters(train_point, spec=spec, sweep_dir=sweep_dir, columns=sweep_columns(spec))
     return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
@@ -334,7 +337,11 @@ def fit_resources(spec: SweepSpec, path: str, notify: Callable[[str], None]) -> 
             return load_spec(path, "cpu", spec.overrides)
         raise SweepError(f"{path}: tune.resources: gpu={res.gpu} per trial but this Ray cluster has "
                          "no GPU, and the file has no 'cpu' profile to fall back to")
-    if res.cpu > total.get("CPU", 0):
+    if sweep_workers.multi_worker(spec):  # tune.resources is per worker (ablate.sweep_workers)
+        problem = sweep_workers.check_worker_resources(spec, path, total)
+        if problem:
+            raise SweepError(problem)
+    elif res.cpu > total.get("CPU", 0):
         raise SweepError(f"{path}: tune.resources: cpu={res.cpu} per trial but the Ray cluster has "
                          f"only {total.get('CPU', 0):g} CPUs (start Ray with more or ask for fewer)")
     return spec
@@ -514,7 +521,9 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
         _trainable(spec, sweep_dir), param_space=_param_space(spec),
         tune_config=tune.TuneConfig(metric=spec.tune.metric, mode=spec.tune.mode,
                                     scheduler=_scheduler(spec), search_alg=_searcher(spec),
-                                    num_samples=_num_samples(spec), reuse_actors=True,
+                                    num_samples=_num_samples(spec),
+                                    # a multi-worker trial's Ray Train run must end with its actor
+                                    reuse_actors=not sweep_workers.multi_worker(spec),
                                     max_concurrent_trials=spec.tune.max_concurrent),
         run_config=_run_config(spec, sweep_dir, quiet))
     _fit(tuner, sweep_dir, "run")
@@ -580,3 +589,7 @@ def resume_sweep(sweep_dir: str, restart_errored: bool = False, address: Optiona
     _fit(tuner, sweep_dir, "resume")
     results.collect(sweep_dir)
     return sweep_dir
+
+
+# trials on several Ray Train workers; imported last: it builds on this module's trial helpers
+from . import sweep_workers  # noqa: E402

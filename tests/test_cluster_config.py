@@ -80,12 +80,16 @@ def test_cloud_file_is_aws_with_cpu_head_and_autoscaling_gpu_workers(cloud: dict
     assert head["resources"].get("GPU") == 0
     assert head["max_workers"] == 0
 
-    (gpu_worker,) = worker_types(cloud).values()
-    gpus = gpu_worker["resources"]["GPU"]
-    assert isinstance(gpus, int) and gpus >= 1
-    assert gpu_worker["min_workers"] == 0
-    assert 0 < gpu_worker["max_workers"] <= cloud["max_workers"]
-    assert gpu_worker["resources"]["CPU"] >= 1
+    types = worker_types(cloud)
+    for gpu_worker in types.values():
+        gpus = gpu_worker["resources"]["GPU"]
+        assert isinstance(gpus, int) and gpus >= 1
+        assert gpu_worker["min_workers"] == 0
+        assert 0 < gpu_worker["max_workers"] <= cloud["max_workers"]
+        assert gpu_worker["resources"]["CPU"] >= 1
+    # one type for one-GPU trials, one whose node holds a 2-worker trial (vct_cifar10_ddp: 2 x {gpu: 1, cpu: 8})
+    assert sorted(t["resources"]["GPU"] for t in types.values()) == [1, 4]
+    assert max(t["resources"]["CPU"] for t in types.values()) >= 2 * 8
 
 
 def test_cloud_file_merges_ray_aws_defaults(cloud: dict[str, Any]) -> None:

@@ -130,3 +130,20 @@ def test_the_readme_example_validates(tmp_path):
     path.write_text("\n".join(block))
     assert len(load_spec(path).points()) == 4
     assert load_spec(path, "cpu").tune.resources.gpu == 0
+
+
+def test_vct_cifar10_ddp_is_table_4_on_two_workers():
+    """VCT Table 4, CIFAR-10: batch 1024 over 2 GPUs (one per worker), iCT-VE vs iCT-VE-VC; its cpu
+    profile runs the same multi-worker path with 2 CPU workers on digits."""
+    path = ROOT / "searchspaces" / "vct_cifar10_ddp.yaml"
+    paper, cpu = load_spec(path), load_spec(path, "cpu")
+    assert sorted(paper.variants) == ["ict_ve", "ict_ve_vc"]
+    ve, vc = (paper.config_for({}, v, 42) for v in ("ict_ve", "ict_ve_vc"))
+    assert (ve.coupling.name, vc.coupling.name, vc.coupling.beta) == ("independent", "vc", 30)
+    assert (ve.data.name, ve.model.channels, ve.model.attn_resolutions, ve.model.dropout) == \
+        ("cifar10", 128, [16], 0.3)
+    assert (ve.train.batch_size, ve.train.distributed.workers, ve.train.iterations) == (1024, 2, 400_000)
+    assert (paper.tune.resources.gpu, paper.tune.resources.cpu) == (1, 8)  # per worker
+    small = cpu.config_for({}, "ict_ve_vc", 42)
+    assert (small.data.name, small.train.device, small.train.distributed.workers) == ("digits", "cpu", 2)
+    assert (cpu.tune.resources.gpu, cpu.tune.resources.cpu) == (0, 1)

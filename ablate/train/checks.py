@@ -31,6 +31,7 @@ from .columns import STEP_METRICS, evaluation_columns, merge_columns, trainer_co
 from .config import FID_EXTRACTORS, Config, ConfigError, DataConfig
 from .couplings import COUPLINGS
 from .diagnostics import DIAGNOSTIC_KEYS
+from .distributed import slices_divide_the_batch
 from .guide_discretization import step_size
 from .kernels import KERNELS
 
@@ -334,7 +335,7 @@ RULES: tuple[Rule, ...] = (
     _time_input_stays_finite, _time_input_needs_bounded_times,
     _diagnostics_split_the_batch,
     _data_options_fit_the_dataset, _model_fits_the_data, _batch_fits_the_dataset,
-    _fid_extractor_fits_the_images,
+    _fid_extractor_fits_the_images, slices_divide_the_batch,
 )
 
 

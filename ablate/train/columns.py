@@ -67,13 +67,16 @@ def _python_type(annotation: Any) -> type:
     return str
 
 
-def config_columns(cfg: Config) -> ColumnTypes:
-    """Every config field by its dotted name (``coupling.beta``), typed from its declaration."""
+def config_columns(cfg: BaseModel, prefix: str = "") -> ColumnTypes:
+    """Every config field by its dotted name (``coupling.beta``; nested blocks as :func:`.config.flatten`
+    names them, ``train.distributed.workers``), typed from its declaration."""
     columns: ColumnTypes = {}
-    for section, value in cfg:
+    for key, field in type(cfg).model_fields.items():
+        value = getattr(cfg, key)
         if isinstance(value, BaseModel):
-            for key, field in type(value).model_fields.items():
-                columns[f"{section}.{key}"] = _python_type(field.annotation)
+            columns.update(config_columns(value, f"{prefix}{key}."))
+        elif prefix:  # the sections' fields; Config itself has nothing else
+            columns[f"{prefix}{key}"] = _python_type(field.annotation)
     return columns
 
 

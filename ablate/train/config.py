@@ -442,6 +442,16 @@ TargetConfig = Annotated[Union[StopGradTarget, EMATarget], Field(discriminator="
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
+class DistributedConfig(Strict):
+    """Data-parallel workers per trial (``ablate.train.distributed``): ``train.batch_size`` is the global
+    batch, split into equal slices, one per worker. ``workers: 1`` is the plain single-process trainer;
+    more run under Ray Train, with the per-worker resources of ``tune.resources``. ``backend``: the
+    torch.distributed backend, ``auto`` = NCCL on GPUs, gloo on CPUs."""
+
+    workers: int = Field(1, ge=1)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+
+
 class TrainConfig(Strict):
     """Optimisation and loop settings."""
 
@@ -458,6 +468,9 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
+    #: micro-batches per optimizer step on each worker (gradient accumulation; ``ablate.train.distributed``)
+    accumulate: int = Field(1, ge=1)
+    distributed: DistributedConfig = DistributedConfig()
 
     @model_validator(mode="after")
     def _ema_rates(self) -> "TrainConfig":

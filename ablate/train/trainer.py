@@ -30,6 +30,7 @@ from .columns import trainer_columns
 from .config import Config
 from .couplings import CouplingContext, build_coupling, transport_cost
 from .diagnostics import gradient_diagnostics
+from .distributed import DataParallel
 from .discretization import build_discretization
 from .kernels import build_kernel
 from .model import ConsistencyFunction
@@ -102,6 +103,8 @@ class Trainer:
         self._coupling_params = [p for p in self.coupling.parameters() if p.requires_grad]
         self.columns = trainer_columns(cfg)  # every report row carries these, from step 0 on
         self._reset_accumulators()
+        # data-parallel workers / gradient accumulation (ablate.train.distributed); None: the plain step
+        self.parallel = DataParallel.of(self)
 
     # ----------------------------------------------------------------------------------- set-up
     def _frozen_copy(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -127,7 +130,14 @@ class Trainer:
             flip = torch.rand(x0.shape[0], device=self.device) < 0.5
             x0 = torch.where(flip.view(-1, *([1] * (x0.dim() - 1))), x0.flip(-1), x0)
         y = self.data.y_train[idx] if self.num_classes and self.data.y_train is not None else None
-        return x0, y
+        return self._part(x0), None if y is None else self._part(y)  # data-parallel: this slice's rows
+
+    # data-parallel steps (ablate.train.distributed) draw for the global batch and keep their slice
+    def _part(self, x: Tensor) -> Tensor:
+        return x if self.parallel is None else self.parallel.view.part(x)
+
+    def _draw_n(self, n: int) -> int:
+        return n if self.parallel is None else self.parallel.view.global_n(n)
 
     def _autocast(self):
         if self.cfg.train.precision == "bf16":
@@ -137,8 +147,8 @@ class Trainer:
     def loss_terms(self) -> tuple[Tensor, dict[str, Tensor]]:
         """One batch's training loss and its logs; consumes RNG exactly as a training step does."""
         x0, y = self._batch()
-        n = x0.shape[0]
-        x1 = self.data.noise(n, self.device)
+        n = self._draw_n(x0.shape[0])  # data-parallel: the global batch's draws, then this slice's rows
+        x1 = self._part(self.data.noise(n, self.device))
         dist = self.cfg.distance
         shared = dist.name == "time_aware_mmd" and dist.share_time  # one (t, r, s) per MMD group
         draws = n // dist.group_size if shared else n
@@ -146,6 +156,7 @@ class Trainer:
         if shared:
             t, r = t.repeat_interleave(dist.group_size), r.repeat_interleave(dist.group_size)
             s = None if s is None else s.repeat_interleave(dist.group_size)
+        t, r, s = self._part(t), self._part(r), None if s is None else self._part(s)  # data-parallel slice
         scale = self.time_sampler.loss_scale(t, self.kernel.t_min if s is None else s, self.kernel.t_max)
         ctx = CouplingContext(self.step, t, r, self.online, self.ema, self.discretization,
                               self.cfg.weighting, class_labels=y)
@@ -187,9 +198,12 @@ class Trainer:
         factor = lr_factor(self.cfg.train.lr_schedule, self.step, self.cfg.train.lr_ref_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.train.lr * factor
-        loss, logs = self.loss_terms()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.parallel is None:
+            loss, logs = self.loss_terms()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        else:  # micro-batches and the gradient all-reduce (ablate.train.distributed)
+            loss, logs = self.parallel.backward()
         if self.cfg.train.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self._online_params, self.cfg.train.grad_clip)
         if self.coupling.grad_clip is not None and self._coupling_params:
