@@ -31,8 +31,10 @@ from .columns import STEP_METRICS, evaluation_columns, merge_columns, trainer_co
 from .config import FID_EXTRACTORS, Config, ConfigError, DataConfig
 from .couplings import COUPLINGS
 from .diagnostics import DIAGNOSTIC_KEYS
-from .guide_discretization import step_size
+from .discretization.guide import step_size
 from .kernels import KERNELS
+from .objectives import OBJECTIVES
+from .upper_limit import UPPER_LIMITS
 
 #: the largest x whose e^x float32 holds: a time input c(t) above it is inf, and the network's output NaN
 FLOAT32_MAX_EXPONENT = math.log(torch.finfo(torch.float32).max)
@@ -76,9 +78,10 @@ def _upper_limit_needs_velocity_kernel(cfg: Config, dataset: Optional[DatasetInf
     ignore s, so such a run trains something other than it says (no error)."""
     if KERNELS.get(cfg.kernel.name).supports_upper_limit:
         return
-    for section, choice, names in (("upper_limit", cfg.upper_limit.name, ("vu", "phased")),
-                                   ("distance", cfg.distance.name, ("particle_l2", "time_aware_mmd"))):
-        if choice in names:
+    for section, choice, needs in (("upper_limit", cfg.upper_limit.name, UPPER_LIMITS.get(cfg.upper_limit.name).dual_time),
+                                   ("distance", cfg.distance.name,
+                                    OBJECTIVES.get(cfg.distance.name).needs_velocity_kernel)):
+        if needs:
             yield Problem((f"{section}.name", "kernel.name"),
                           f"{section}.name={choice!r} needs a velocity kernel with a variable upper "
                           f"limit (kernel.name 'fm'), got kernel.name={cfg.kernel.name!r}")
@@ -88,10 +91,11 @@ def _clean_data_target_needs_a_distance_on_f(cfg: Config, dataset: Optional[Data
     """``r_floor: zero`` (ECT's code: r = 0 with the clean data as target) compares f's outputs; the
     Guide's velocity losses have no f(x_0, 0) to compare with (the trainer would divide by t - r)."""
     disc = cfg.discretization
-    if disc.name == "ect" and disc.r_floor == "zero" and cfg.distance.name in ("particle_l2", "time_aware_mmd"):
+    if disc.name == "ect" and disc.r_floor == "zero" and OBJECTIVES.get(cfg.distance.name).needs_velocity_kernel:
+        on_f = [e.name for e in OBJECTIVES.entries() if not e.impl.needs_velocity_kernel]
         yield Problem(("discretization.r_floor", "distance.name"),
                       "discretization.r_floor='zero' (r = 0 with the clean data as target, ECT's code) "
-                      "needs a distance on f (pseudo_huber, l2, l2_squared), got "
+                      f"needs a distance on f ({', '.join(on_f)}), got "
                       f"distance.name={cfg.distance.name!r}")
 
 
