@@ -27,12 +27,12 @@ from typing import Callable, Iterator, NamedTuple, Optional
 import torch
 
 from .batches import DataBundle
-from .columns import STEP_METRICS, evaluation_columns, merge_columns, trainer_columns
+from .columns import evaluation_columns, merge_columns, trainer_columns
 from .config import FID_EXTRACTORS, Config, ConfigError, DataConfig
 from .couplings import COUPLINGS
-from .diagnostics import DIAGNOSTIC_KEYS
 from .discretization.guide import step_size
 from .kernels import KERNELS
+from .metric_table import DATA_KINDS, metrics_of, split_step_column
 from .objectives import OBJECTIVES
 from .upper_limit import UPPER_LIMITS
 
@@ -346,7 +346,7 @@ RULES: tuple[Rule, ...] = (
 def reported_metrics(cfg: Config, kind: Optional[str]) -> list[str]:
     """The numeric metrics a trial of ``cfg`` reports on data of ``kind`` (None: either kind): the
     numeric report columns (:mod:`.columns`) but the step."""
-    kinds = [kind] if kind else list(STEP_METRICS)
+    kinds = [kind] if kind else list(DATA_KINDS)
     columns = merge_columns(trainer_columns(cfg), *(evaluation_columns(cfg, k) for k in kinds))
     return [name for name, type_ in columns.items() if type_ in (int, float) and name != "step"]
 
@@ -355,21 +355,20 @@ def _metric_problem(metric: str, cfg: Config, dataset: Optional[DatasetInfo]) ->
     kind = dataset.kind if dataset else None
     if metric in reported_metrics(cfg, kind):
         return
-    family, _, steps = metric.rpartition("_")
+    per_step = split_step_column(metric)
     loggers = [name for name in COUPLINGS if metric in COUPLINGS.get(name).logs]
-    if steps.endswith("step") and steps[:-4].isdigit() and \
-            any(family in families for families in STEP_METRICS.values()):
-        measured = next(k for k, families in STEP_METRICS.items() if family in families)
+    if per_step:
+        measured, steps = per_step[0].applies_to, per_step[1]
         if kind and measured != kind:
             yield Problem(("tune.metric", "data.name"),
                           f"tune.metric={metric!r} is measured on {measured} only, but data.name="
                           f"{dataset.name!r} is {kind} (metrics: "
-                          f"{', '.join(f + '_Kstep' for f in STEP_METRICS[kind])})")
+                          f"{', '.join(f + '_Kstep' for f in metrics_of(kind))})")
         else:
             yield Problem(("tune.metric", "eval.steps"),
-                          f"tune.metric={metric!r} needs {steps[:-4]} in eval.steps, which is "
+                          f"tune.metric={metric!r} needs {steps} in eval.steps, which is "
                           f"{cfg.eval.steps}")
-    elif metric in DIAGNOSTIC_KEYS:
+    elif metric in metrics_of("diagnostics"):
         yield Problem(("tune.metric", "log.diag_every"),
                       f"tune.metric={metric!r} is reported only with gradient diagnostics on "
                       "(log.diag_every > 0), and log.diag_every is 0")
@@ -380,8 +379,9 @@ def _metric_problem(metric: str, cfg: Config, dataset: Optional[DatasetInfo]) ->
     else:
         yield Problem(("tune.metric",),
                       f"unknown metric {metric!r}; these trials report: "
-                      f"{', '.join(reported_metrics(cfg, kind))} (fid_Kstep on images, w2_Kstep / "
-                      "frechet_Kstep on points, for K in eval.steps)")
+                      f"{', '.join(reported_metrics(cfg, kind))} ("
+                      + ", ".join(f"{' / '.join(f + '_Kstep' for f in metrics_of(k))} on {k}" for k in DATA_KINDS)
+                      + ", for K in eval.steps)")
 
 
 # ------------------------------------------------------------------------------------ entry points
