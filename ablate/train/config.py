@@ -53,7 +53,11 @@ class DataConfig(Strict):
 
 
 # ------------------------------------------------------------------------------------- choice axes
-# Each axis's union is built from its registry: a choice exists once, in its own module (options + code).
+#: the config section of each axis whose choices have their own options, and the axis's registry; each
+#: union is built from its registry: a choice exists once, in its own module (options + code)
+AXES = {"model": NETWORKS, "coupling": COUPLINGS, "discretization": DISCRETIZATIONS,
+        "precond": PRECONDITIONERS, "weighting": WEIGHTINGS, "time_sampling": TIME_SAMPLERS,
+        "upper_limit": UPPER_LIMITS, "distance": OBJECTIVES}
 ModelConfig = NETWORKS.union()
 CouplingConfig = COUPLINGS.union()
 DiscretizationConfig = DISCRETIZATIONS.union()
