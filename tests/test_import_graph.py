@@ -1,7 +1,7 @@
 """The import graph of the ``ablate`` package, read from the source with ``ast`` (nothing is imported):
 no module reaches itself through imports (lazy imports inside functions and ``if TYPE_CHECKING``
-blocks count: each is a dependency), and the layers of design.md hold: ``ablate.train`` imports no Ray, pandas, Optuna or
-seaborn; the figures never reach the trainer; only ``ablate.sweep`` imports Ray."""
+blocks count: each is a dependency), and the layers of design.md hold: ``ablate.train`` imports no
+Ray, pandas, Optuna or seaborn; the figures never reach the trainer; only ``ablate.sweep`` imports Ray."""
 from __future__ import annotations
 
 import ast
@@ -36,7 +36,8 @@ def _imports(name: str, path: Path) -> set[str]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module
-            submodules = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in MODULES]
+            submodules = [f"{target}.{alias.name}" for alias in node.names
+                          if f"{target}.{alias.name}" in MODULES]
             found.update(submodules or [target])
             if submodules and len(submodules) < len(node.names):
                 found.add(target)

@@ -78,7 +78,8 @@ def _upper_limit_needs_velocity_kernel(cfg: Config, dataset: Optional[DatasetInf
     ignore s, so such a run trains something other than it says (no error)."""
     if KERNELS.get(cfg.kernel.name).supports_upper_limit:
         return
-    for section, choice, needs in (("upper_limit", cfg.upper_limit.name, UPPER_LIMITS.get(cfg.upper_limit.name).dual_time),
+    for section, choice, needs in (("upper_limit", cfg.upper_limit.name,
+                                    UPPER_LIMITS.get(cfg.upper_limit.name).dual_time),
                                    ("distance", cfg.distance.name,
                                     OBJECTIVES.get(cfg.distance.name).needs_velocity_kernel)):
         if needs:
@@ -91,7 +92,8 @@ def _clean_data_target_needs_a_distance_on_f(cfg: Config, dataset: Optional[Data
     """``r_floor: zero`` (ECT's code: r = 0 with the clean data as target) compares f's outputs; the
     Guide's velocity losses have no f(x_0, 0) to compare with (the trainer would divide by t - r)."""
     disc = cfg.discretization
-    if disc.name == "ect" and disc.r_floor == "zero" and OBJECTIVES.get(cfg.distance.name).needs_velocity_kernel:
+    if disc.name == "ect" and disc.r_floor == "zero" and \
+            OBJECTIVES.get(cfg.distance.name).needs_velocity_kernel:
         on_f = [e.name for e in OBJECTIVES.entries() if not e.impl.needs_velocity_kernel]
         yield Problem(("discretization.r_floor", "distance.name"),
                       "discretization.r_floor='zero' (r = 0 with the clean data as target, ECT's code) "
@@ -380,7 +382,8 @@ def _metric_problem(metric: str, cfg: Config, dataset: Optional[DatasetInfo]) ->
         yield Problem(("tune.metric",),
                       f"unknown metric {metric!r}; these trials report: "
                       f"{', '.join(reported_metrics(cfg, kind))} ("
-                      + ", ".join(f"{' / '.join(f + '_Kstep' for f in metrics_of(k))} on {k}" for k in DATA_KINDS)
+                      + ", ".join(f"{' / '.join(f + '_Kstep' for f in metrics_of(k))} on {k}"
+                                  for k in DATA_KINDS)
                       + ", for K in eval.steps)")
 
 

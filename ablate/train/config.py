@@ -2,8 +2,8 @@
 
 Every design axis is a sub-config whose ``name`` picks a registered choice. Each axis is a pydantic
 *discriminated union* on ``name`` built from the axis's registry: each choice declares exactly its own
-parameters (with the paper's defaults) in its own module, beside its code, so an unknown key, a wrong type or an unknown choice name is
-a validation error that names the key and lists what is allowed. A search space varies any field by its
+parameters (with the paper's defaults) in its own module, beside its code, so an unknown key, a wrong
+type or an unknown choice name is a validation error that names the key and lists what is allowed. A search space varies any field by its
 dotted name (``coupling.beta``, ``kernel.name``) through :func:`apply_overrides`.
 
 These classes check each section on its own; the rules between sections (and between a config and its

@@ -49,7 +49,8 @@ def gradient_statistics(grads: Tensor) -> dict[str, Tensor]:
             "grad_var_pooled": mean.var(unbiased=True)}
 
 
-def microbatch_gradients(microbatch_loss: Callable[[int], Tensor], params: Sequence[Tensor], parts: int) -> Tensor:
+def microbatch_gradients(microbatch_loss: Callable[[int], Tensor], params: Sequence[Tensor],
+                         parts: int) -> Tensor:
     """(K, P) flattened gradients of ``params``, one per microbatch loss ``microbatch_loss(k)``."""
     rows = []
     for part in range(parts):

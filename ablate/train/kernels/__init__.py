@@ -43,7 +43,8 @@ class KernelConfig(Strict):
         if self.train_scalings == "unshifted" and not kernel.has_unshifted:
             with_unshifted = [e.name for e in KERNELS.entries() if e.impl.has_unshifted]
             raise ValueError(f"train_scalings='unshifted' (EDM's c_skip, c_out, as ECT's code trains) exists "
-                             f"for kernels {' and '.join(map(repr, with_unshifted))} only, got name={self.name!r}")
+                             f"for kernels {' and '.join(map(repr, with_unshifted))} only, "
+                             f"got name={self.name!r}")
         return self
 
 

@@ -45,7 +45,8 @@ class LossBatch:
     class_labels: Optional[Tensor] = None
 
 
-def paired_forwards(device: torch.device, online_pass: Callable[[], A], target_pass: Callable[[], B]) -> tuple[A, B]:
+def paired_forwards(device: torch.device, online_pass: Callable[[], A],
+                    target_pass: Callable[[], B]) -> tuple[A, B]:
     """Run ``online_pass``, then ``target_pass`` without gradients on the same CPU *and* CUDA RNG state
     (the same dropout masks); the RNG continues from after the online pass."""
     cuda = device.type == "cuda"
