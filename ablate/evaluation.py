@@ -31,6 +31,7 @@ from torch import Tensor
 from ablate import metrics, storage
 from ablate.train.batches import DataBundle
 from ablate.train.config import EvalConfig
+from ablate.train.metric_table import step_column
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +89,11 @@ class Evaluator:
         if self.data.kind == "images":
             value = self._fid(generated, self.data, self.cfg, FID_REFERENCE_SPLIT)["fid"] if finite \
                 else math.nan
-            return {f"fid_{steps}step": value, "fid_extractor": self.fid_extractor}
+            return {step_column("fid", steps): value, "fid_extractor": self.fid_extractor}
         if not finite:
-            return {f"w2_{steps}step": math.nan, f"frechet_{steps}step": math.nan}
-        return {f"w2_{steps}step": metrics.w2_distance(generated, self.holdout),
-                f"frechet_{steps}step": metrics.frechet_distance(generated, self.holdout)}
+            return {step_column("w2", steps): math.nan, step_column("frechet", steps): math.nan}
+        return {step_column("w2", steps): metrics.w2_distance(generated, self.holdout),
+                step_column("frechet", steps): metrics.frechet_distance(generated, self.holdout)}
 
     def _save_picture(self, shown: dict[int, Tensor], step: int, row: dict[str, Any]) -> str:
         relative = f"{self.pictures_under}/step_{step:08d}.png"

@@ -30,7 +30,6 @@ from ablate.data import load_dataset
 from ablate.evaluation import Evaluator
 from ablate.spec import SweepSpec, load_spec
 from ablate.sweep import arm_label
-from ablate.train.diagnostics import gradient_diagnostics
 from ablate.train.trainer import Trainer
 
 REPRO = Path(__file__).resolve().parent.parent / "searchspaces" / "repro"
@@ -62,7 +61,7 @@ def measure_arm(spec: SweepSpec, point, seconds: float, with_eval: bool) -> dict
     out = {"step_s": spent / steps}
     if with_eval:
         out["eval_s"] = cpu_seconds(lambda: evaluator(trainer.sample, trainer.step))
-        out["diag_s"] = cpu_seconds(lambda: gradient_diagnostics(trainer)) if cfg.log.diag_every else 0.0
+        out["diag_s"] = cpu_seconds(lambda: trainer.diagnostics()) if cfg.log.diag_every else 0.0
     return out
 
 

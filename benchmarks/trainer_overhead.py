@@ -21,7 +21,7 @@ import torch
 
 from ablate.data import load_dataset
 from ablate.train.config import build_config
-from ablate.train.discretization import ict_num_points
+from ablate.train.discretization.ict import ict_num_points
 from ablate.train.trainer import Trainer
 
 SETUPS = {

@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 from ablate.data import describe_dataset, load_dataset  # noqa: E402
 from ablate.train import checks, trainer as trainer_module  # noqa: E402
 from ablate.train.batches import DataBundle  # noqa: E402
-from ablate.train.config import GUIDE_STEP_SIZES, Config, build_config  # noqa: E402
+from ablate.train.config import Config, build_config  # noqa: E402
+from ablate.train.discretization.guide import GUIDE_STEP_SIZES  # noqa: E402
 
 KERNELS = [{"name": "ve"}, {"name": "li"}, {"name": "fm"}, {"name": "bridge"}, {"name": "ve", "sigma_max": 1.0},
            {"name": "li", "sigma_max": 1.0}, {"name": "ve", "sigma_min": 1.5}]

@@ -44,7 +44,7 @@ RUNS_BUT_MEANS_SOMETHING_ELSE = {
     "_upper_limit_needs_velocity_kernel", "_pushforward_needs_upper_limit",
     "_sampling_times_fit_the_kernel", "_data_options_fit_the_dataset",
     "_clean_data_target_needs_a_distance_on_f",  # the velocity losses ignore the clean-data target
-    "slices_divide_the_batch",  # unequal micro-batches: a mean of means that is not the batch mean
+    "_slices_divide_the_batch",  # unequal micro-batches: a mean of means that is not the batch mean
 }
 
 

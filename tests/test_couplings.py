@@ -32,7 +32,7 @@ def make_trainer(coupling: dict, dataset: str = "gmm2", steps: int = 20, **secti
 def context(trainer: Trainer, n: int, step: int = 0) -> CouplingContext:
     t, r = trainer.discretization.sample_pair(n, step, trainer.time_sampler, trainer.device)
     return CouplingContext(step, t, r, trainer.online, trainer.ema, trainer.discretization,
-                           trainer.cfg.weighting)
+                           trainer.weighting)
 
 
 # ------------------------------------------------------------------------------------------------ VC

@@ -11,19 +11,24 @@ from scipy import stats
 from ablate.train import config as C
 from ablate.train.couplings.base import transport_cost
 from ablate.train.couplings.ot import ot_permutation
-from ablate.train.discretization import ECTDiscretization, ICTDiscretization, ict_num_points, karras_grid
-from ablate.train.distances import distance
-from ablate.train.kernels import KERNELS, build_kernel
+from ablate.train.discretization.ect import ECTDiscretization, ECTOptions
+from ablate.train.discretization.ict import ICTDiscretization, ICTOptions, ict_num_points, karras_grid
+from ablate.train.kernels import KERNELS, KernelConfig, build_kernel
+from ablate.train.networks.mlp import MLPConfig
+from ablate.train.objectives.pseudo_huber import PseudoHuberDistance, default_pseudo_huber_c, pseudo_huber
+from ablate.train.precond.kernel import KernelTimeInput
 from ablate.train.optim import Lion, inv_sqrt_factor, lr_factor
-from ablate.train.time_sampling import LognormalSampler
-from ablate.train.weighting import weight
+from ablate.train.time_sampling.lognormal import LognormalSampler, LognormalSampling
+from ablate.train.weighting import build_weighting
+from ablate.train.weighting.edm import EDMWeighting
+from ablate.train.weighting.inv_dt import InvDtWeighting
 
 torch.set_num_threads(1)
 f64 = dict(dtype=torch.float64)
 
 
 def kernel(name: str, **kw):
-    return build_kernel(C.KernelConfig(name=name, **kw))
+    return build_kernel(KernelConfig(name=name, **kw))
 
 
 # -------------------------------------------------------------------------------------------- kernels
@@ -96,7 +101,7 @@ def test_unshifted_scalings_apply_in_training_mode_only(name):
 
     k = kernel(name, sigma_max=10.0, train_scalings="unshifted")
     torch.manual_seed(0)
-    f = ConsistencyFunction(build_network(C.MLPConfig(hidden=16, depth=2), (2,)), k, C.KernelTimeInput()).double()
+    f = ConsistencyFunction(build_network(MLPConfig(hidden=16, depth=2), (2,)), k, KernelTimeInput()).double()
     x, t = torch.randn(5, 2, **f64), torch.tensor([0.002, 0.01, 0.5, 2.0, 9.0], **f64)
     out = f.velocity(x, t)
 
@@ -106,7 +111,7 @@ def test_unshifted_scalings_apply_in_training_mode_only(name):
     torch.testing.assert_close(f.train()(x, t), expected(False))
     torch.testing.assert_close(f.eval()(x, t), expected(True))
     torch.testing.assert_close(f(x, t)[0], x[0])  # eval: the boundary f(x, t_min) = x holds
-    default = ConsistencyFunction(f.backbone, kernel(name, sigma_max=10.0), C.KernelTimeInput()).train()
+    default = ConsistencyFunction(f.backbone, kernel(name, sigma_max=10.0), KernelTimeInput()).train()
     torch.testing.assert_close(default(x, t), expected(True))
 
 
@@ -120,8 +125,8 @@ def test_consistency_function_is_the_identity_at_time_zero():
     from ablate.train.model import ConsistencyFunction
     from ablate.train.networks import build_network
 
-    f = ConsistencyFunction(build_network(C.MLPConfig(hidden=16, depth=2), (2,)), kernel("ve"),
-                            C.KernelTimeInput()).double()
+    f = ConsistencyFunction(build_network(MLPConfig(hidden=16, depth=2), (2,)), kernel("ve"),
+                            KernelTimeInput()).double()
     x = torch.randn(3, 2, **f64)
     t = torch.tensor([0.0, 0.5, 0.0], **f64)
     got = f(x, t)
@@ -179,7 +184,7 @@ def test_ict_curriculum_with_s0_equal_s1_is_constant():
 
 
 def _ect(iterations: int = 800, **kw) -> ECTDiscretization:
-    cfg = C.ECTDiscretization(**kw)  # q = 2, k = 8, b = 1, stages = 8: d = 100
+    cfg = ECTOptions(**kw)  # q = 2, k = 8, b = 1, stages = 8: d = 100
     return ECTDiscretization(cfg, kernel("ve"), iterations)
 
 
@@ -243,7 +248,7 @@ def test_ect_below_an_upper_limit_follows_sct_eq_17(t, s, step, expected):
 
 
 def test_ect_with_a_lower_bound_draws_r_by_eq_17():
-    disc, sampler = _ect(), LognormalSampler(C.LognormalSampling())
+    disc, sampler = _ect(), LognormalSampler(LognormalSampling())
     lower = torch.linspace(0.01, 5.0, 1000, **f64)
     torch.manual_seed(0)
     t, r = disc.sample_pair(1000, 450, sampler, torch.device("cpu"), lower=lower)
@@ -255,7 +260,7 @@ def test_ect_with_a_lower_bound_draws_r_by_eq_17():
 def test_discrete_lognormal_is_the_lognormal_mass_between_grid_points():
     """VCT eq. 59: p(sigma_i) proportional to erf-differences = the lognormal's mass on [sigma_i, sigma_{i+1})."""
     grid = karras_grid(21, 0.002, 80.0, 7.0)
-    sampler = LognormalSampler(C.LognormalSampling(p_mean=-1.1, p_std=2.0))
+    sampler = LognormalSampler(LognormalSampling(p_mean=-1.1, p_std=2.0))
     probs = sampler.interval_probs(grid)
     assert probs.sum().item() == pytest.approx(1.0, abs=1e-12)
     cdf = stats.lognorm(s=2.0, scale=math.exp(-1.1)).cdf(grid.numpy())
@@ -267,9 +272,9 @@ def test_discrete_lognormal_is_the_lognormal_mass_between_grid_points():
 
 
 def test_ict_pairs_are_adjacent_grid_points_drawn_with_eq_59():
-    cfg = C.ICTDiscretization(s0=10, s1=10)
+    cfg = ICTOptions(s0=10, s1=10)
     disc = ICTDiscretization(cfg, kernel("ve"), 100)
-    sampler = LognormalSampler(C.LognormalSampling())
+    sampler = LognormalSampler(LognormalSampling())
     torch.manual_seed(0)
     n = 100_000
     t, r = disc.sample_pair(n, 0, sampler, torch.device("cpu"))
@@ -285,24 +290,24 @@ def test_ict_pairs_are_adjacent_grid_points_drawn_with_eq_59():
 # ------------------------------------------------------------------------------ weighting, distance
 def test_edm_weighting_by_hand():
     """lambda(t) = 1/t^2 + 1/sigma_data^2 (VCT Sec. 6.2): sd = 0.5 gives 8 at t = 0.5, 4.25 at t = 2."""
-    cfg, k = C.EDMWeighting(), kernel("ve", sigma_data=0.5)
+    cfg, k = EDMWeighting(), kernel("ve", sigma_data=0.5)
     t = torch.tensor([0.5, 2.0], **f64)
-    torch.testing.assert_close(weight(cfg, t, t / 2, k), torch.tensor([8.0, 4.25], **f64))
+    torch.testing.assert_close(build_weighting(cfg, k)(t, t / 2), torch.tensor([8.0, 4.25], **f64))
 
 
 def test_inverse_dt_weighting_by_hand():
     t, r = torch.tensor([1.0, 0.3], **f64), torch.tensor([0.75, 0.2], **f64)
-    torch.testing.assert_close(weight(C.InvDtWeighting(), t, r, kernel("ve")), torch.tensor([4.0, 10.0], **f64))
+    torch.testing.assert_close(build_weighting(InvDtWeighting(), kernel("ve"))(t, r), torch.tensor([4.0, 10.0], **f64))
 
 
 def test_pseudo_huber_limits():
     """sqrt(||x-y||^2 + c^2) - c (VCT eq. 61): 0 at x = y, ~||x-y||^2/(2c) for ||x-y|| << c,
     ~||x-y|| - c for ||x-y|| >> c."""
-    cfg = C.PseudoHuberDistance(c=1.0)
+    cfg = PseudoHuberDistance(c=1.0)
     x = torch.zeros(3, 4, **f64)
     direction = torch.tensor([0.0, 0.6, 0.0, 0.8], **f64)  # unit norm
     y = torch.stack([0 * direction, 1e-4 * direction, 1e4 * direction])
-    d = distance(cfg, x, y)
+    d = pseudo_huber(cfg, x, y)
     assert d[0].item() == 0.0
     assert d[1].item() == pytest.approx(1e-8 / 2, rel=1e-6)
     assert d[2].item() == pytest.approx(1e4 - 1, rel=1e-8)
@@ -312,14 +317,14 @@ def test_pseudo_huber_per_element_by_hand():
     """x - y = (3, 4), c = 1: the vector form sqrt(25 + 1) - 1 = 4.09902 (VCT eq. 61); per element and
     summed (sony/vct models/ict.py) (sqrt(10) - 1) + (sqrt(17) - 1) = 5.28538."""
     x, y = torch.tensor([[3.0, 4.0]], **f64), torch.zeros(1, 2, **f64)
-    assert distance(C.PseudoHuberDistance(c=1.0), x, y).item() == pytest.approx(math.sqrt(26) - 1)
-    per_element = distance(C.PseudoHuberDistance(c=1.0, per_element=True), x, y).item()
+    assert pseudo_huber(PseudoHuberDistance(c=1.0), x, y).item() == pytest.approx(math.sqrt(26) - 1)
+    per_element = pseudo_huber(PseudoHuberDistance(c=1.0, per_element=True), x, y).item()
     assert per_element == pytest.approx(math.sqrt(10) + math.sqrt(17) - 2)
     assert per_element == pytest.approx(5.28538, abs=1e-5)
     images = torch.zeros(2, 1, 2, 2, **f64)
     images[1, 0, 1, 1] = 0.3
     c = 0.00054 * 2  # default c = 0.00054 sqrt(4)
-    d = distance(C.PseudoHuberDistance(per_element=True), images, torch.zeros_like(images))
+    d = pseudo_huber(PseudoHuberDistance(per_element=True), images, torch.zeros_like(images))
     torch.testing.assert_close(d, torch.tensor([0.0, math.sqrt(0.09 + c * c) - c], **f64))
 
 
@@ -329,8 +334,8 @@ def test_pseudo_huber_default_c_is_icts():
     x = torch.zeros(1, 3, 32, 32, **f64)
     y = x.clone()
     y[0, 0, 0, 0] = 1e-5
-    assert distance(C.PseudoHuberDistance(), x, y).item() == pytest.approx(1e-10 / (2 * c), rel=1e-4)
-    assert C.default_pseudo_huber_c(3072) == pytest.approx(c)
+    assert pseudo_huber(PseudoHuberDistance(), x, y).item() == pytest.approx(1e-10 / (2 * c), rel=1e-4)
+    assert default_pseudo_huber_c(3072) == pytest.approx(c)
 
 
 # ----------------------------------------------------------------------------------------- coupling

@@ -9,12 +9,13 @@ from scipy import integrate, stats
 from ablate.train.checks import check_runnable
 from ablate.train.config import ConfigError, build_config
 from ablate.train.discretization import build_discretization
-from ablate.train.guide_discretization import (BASELINE_EPS, GuideStepDiscretization, normalized_eps,
+from ablate.train.discretization.guide import (BASELINE_EPS, GuideStepDiscretization, normalized_eps,
                                                step_size)
 from ablate.train.kernels import build_kernel
 from ablate.train.precond import time_input
 from ablate.train.time_sampling import build_time_sampler
-from ablate.train.upper_limit import build_upper_limit, sample_uniform_power
+from ablate.train.upper_limit import build_upper_limit
+from ablate.train.upper_limit.vu import sample_uniform_power
 
 T_POINTS = [0.1, 0.5, 0.9]
 

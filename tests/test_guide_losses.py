@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from ablate.train.config import TimeAwareMMDDistance
-from ablate.train.objective import GuideTerms, particle_l2_loss, time_aware_mmd_loss
+from ablate.train.objectives.base import GuideTerms
+from ablate.train.objectives.particle_l2 import particle_l2_loss
+from ablate.train.objectives.time_aware_mmd import TimeAwareMMDDistance, time_aware_mmd_loss
 
 
 class TinyNet(nn.Module):

@@ -8,7 +8,7 @@ import torch
 from ablate.data import load_dataset
 from ablate.metrics import w2_distance
 from ablate.train.config import build_config, flatten, load_config
-from ablate.train.guide_discretization import STEP_SIZES
+from ablate.train.discretization.guide import STEP_SIZES
 from ablate.train.trainer import Trainer
 
 LADDER = Path(__file__).resolve().parents[1] / "configs" / "guide"

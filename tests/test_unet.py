@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ablate.train.config import UNetConfig
+from ablate.train.networks.unet import UNetConfig
 from ablate.train.networks.unet import ResBlock, UNet, group_count, level_resolutions
 
 

@@ -15,40 +15,22 @@ import numpy as np
 import pandas as pd
 
 from ablate import results
+from ablate.train import metric_table
+from ablate.train.metric_table import MAIN_METRICS
 
 REQUIRED_COLUMNS = ("trial_id", "seed", "arm", "step", "status")
 FAILED_STATUSES = ("errored", "diverged")
 X_AXES = ("step", "images_seen", "wall_s")
-METRICS = ("fid_1step", "fid_2step", "w2_1step", "w2_2step", "loss", "grad_var",
-           "grad_var_pooled", "grad_norm", "transport_cost", "kl", "lr", "eval_s")
-MAIN_METRICS = ("fid_1step", "w2_1step", "fid_2step", "w2_2step", "loss")
 # Columns of the store that are neither config fields nor metrics.
 BOOKKEEPING = ("sweep", "trial_id", "attempt", "seed", "arm", "variant", "status", "fid_extractor",
                *X_AXES)
-LABELS = {
-    "step": "training step (iterations)",
-    "images_seen": "training images seen",
-    "wall_s": "wall-clock time (s)",
-    "fid_1step": "FID, 1 step (lower is better)",
-    "fid_2step": "FID, 2 steps (lower is better)",
-    "w2_1step": "W2 distance, 1 step (lower is better)",
-    "w2_2step": "W2 distance, 2 steps (lower is better)",
-    "loss": "training loss",
-    "grad_var": "gradient variance (mean over parameters)",
-    "grad_var_pooled": "pooled gradient variance",
-    "grad_norm": "gradient norm (L2)",
-    "transport_cost": "transport cost E|x0 - x1|^2",
-    "kl": "KL(q(x1|x0) || N(0, I)) (nats)",
-    "lr": "learning rate",
-    "eval_s": "evaluation time (s)",
-}
 
 Mode = Literal["min", "max"]
 
 
 def label(column: str) -> str:
     """Axis label with units for a store column (the column name itself when unknown)."""
-    return LABELS.get(column, column)
+    return metric_table.label(column)
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
@@ -83,8 +65,10 @@ def check_results(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     return df
 
 
-def metrics_present(df: pd.DataFrame, candidates: tuple[str, ...] = METRICS) -> list[str]:
-    """The candidate metric columns that hold at least one finite value."""
+def metrics_present(df: pd.DataFrame, candidates: tuple[str, ...] | None = None) -> list[str]:
+    """The candidate metric columns (default: every metric column of the metric table, in its order)
+    that hold at least one finite value."""
+    candidates = metric_table.table_order(df.columns) if candidates is None else candidates
     return [m for m in candidates if m in df.columns and np.isfinite(numeric(df[m])).any()]
 
 
@@ -126,7 +110,7 @@ def swept_keys(df: pd.DataFrame) -> list[str]:
     ``train.seed``)."""
     if df.attrs.get("swept"):
         return list(df.attrs["swept"])
-    config = [c for c in df.columns if "." in c and c not in BOOKKEEPING and c not in METRICS]
+    config = [c for c in df.columns if "." in c and c not in BOOKKEEPING and not metric_table.is_metric(c)]
     firsts = df.sort_values("step").groupby("trial_id").head(1).astype({c: str for c in config})
     varying = [c for c in config if firsts[c].nunique() > 1]
     return [c for c in varying if (firsts.groupby("arm")[c].nunique() == 1).all()]

@@ -19,11 +19,10 @@ from ablate.figures.frame import (FAILED_STATUSES, arm_order, check_results, mai
 from ablate.figures.importance import param_importances, plot_importances
 from ablate.figures.plots import (plot_curves, plot_final, plot_grad_variance,
                                   plot_paired_differences, save_figure)
-from ablate.figures.tables import TABLE_METRICS, paper_table
+from ablate.figures.tables import paper_table
+from ablate.train.metric_table import SIDE_METRICS, TABLE_METRICS
 
 log = logging.getLogger(__name__)
-
-SIDE_METRICS = ("fid_2step", "w2_2step", "loss", "transport_cost", "kl", "grad_norm")
 
 
 def _extractor_parts(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:

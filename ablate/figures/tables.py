@@ -12,9 +12,9 @@ import pandas as pd
 
 from ablate.figures.frame import (FAILED_STATUSES, Mode, arm_order, bootstrap_mean_ci,
                                   final_values, metrics_present, trial_outcomes)
+from ablate.train.metric_table import TABLE_METRICS
 
 N_RESAMPLES = 2000
-TABLE_METRICS = (("fid_1step", "fid_2step"), ("w2_1step", "w2_2step"))
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
 
@@ -25,7 +25,7 @@ def default_table_metrics(df: pd.DataFrame) -> tuple[str, ...]:
         present = tuple(metrics_present(df, pair))
         if present:
             return present
-    raise ValueError("results hold no finite fid_1step/fid_2step or w2_1step/w2_2step values")
+    raise ValueError(f"results hold no finite {' or '.join('/'.join(pair) for pair in TABLE_METRICS)} values")
 
 
 def final_table(df: pd.DataFrame, metrics: tuple[str, ...] | None = None,

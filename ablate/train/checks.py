@@ -27,13 +27,14 @@ from typing import Callable, Iterator, NamedTuple, Optional
 import torch
 
 from .batches import DataBundle
-from .columns import STEP_METRICS, evaluation_columns, merge_columns, trainer_columns
+from .columns import evaluation_columns, merge_columns, trainer_columns
 from .config import FID_EXTRACTORS, Config, ConfigError, DataConfig
 from .couplings import COUPLINGS
-from .diagnostics import DIAGNOSTIC_KEYS
-from .distributed import slices_divide_the_batch
-from .guide_discretization import step_size
+from .discretization.guide import step_size
 from .kernels import KERNELS
+from .metric_table import DATA_KINDS, metrics_of, split_step_column
+from .objectives import OBJECTIVES
+from .upper_limit import UPPER_LIMITS
 
 #: the largest x whose e^x float32 holds: a time input c(t) above it is inf, and the network's output NaN
 FLOAT32_MAX_EXPONENT = math.log(torch.finfo(torch.float32).max)
@@ -77,9 +78,11 @@ def _upper_limit_needs_velocity_kernel(cfg: Config, dataset: Optional[DatasetInf
     ignore s, so such a run trains something other than it says (no error)."""
     if KERNELS.get(cfg.kernel.name).supports_upper_limit:
         return
-    for section, choice, names in (("upper_limit", cfg.upper_limit.name, ("vu", "phased")),
-                                   ("distance", cfg.distance.name, ("particle_l2", "time_aware_mmd"))):
-        if choice in names:
+    for section, choice, needs in (("upper_limit", cfg.upper_limit.name,
+                                    UPPER_LIMITS.get(cfg.upper_limit.name).dual_time),
+                                   ("distance", cfg.distance.name,
+                                    OBJECTIVES.get(cfg.distance.name).needs_velocity_kernel)):
+        if needs:
             yield Problem((f"{section}.name", "kernel.name"),
                           f"{section}.name={choice!r} needs a velocity kernel with a variable upper "
                           f"limit (kernel.name 'fm'), got kernel.name={cfg.kernel.name!r}")
@@ -89,10 +92,12 @@ def _clean_data_target_needs_a_distance_on_f(cfg: Config, dataset: Optional[Data
     """``r_floor: zero`` (ECT's code: r = 0 with the clean data as target) compares f's outputs; the
     Guide's velocity losses have no f(x_0, 0) to compare with (the trainer would divide by t - r)."""
     disc = cfg.discretization
-    if disc.name == "ect" and disc.r_floor == "zero" and cfg.distance.name in ("particle_l2", "time_aware_mmd"):
+    if disc.name == "ect" and disc.r_floor == "zero" and \
+            OBJECTIVES.get(cfg.distance.name).needs_velocity_kernel:
+        on_f = [e.name for e in OBJECTIVES.entries() if not e.impl.needs_velocity_kernel]
         yield Problem(("discretization.r_floor", "distance.name"),
                       "discretization.r_floor='zero' (r = 0 with the clean data as target, ECT's code) "
-                      "needs a distance on f (pseudo_huber, l2, l2_squared), got "
+                      f"needs a distance on f ({', '.join(on_f)}), got "
                       f"distance.name={cfg.distance.name!r}")
 
 
@@ -326,6 +331,26 @@ def _fid_extractor_fits_the_images(cfg: Config, dataset: Optional[DatasetInfo]) 
                       f"data.name={dataset.name!r} has none; use eval.extractor 'inception-v3-compat'")
 
 
+def _slices_divide_the_batch(cfg: Config, dataset: Optional[DatasetInfo]) -> Iterator[Problem]:
+    """Without it: unequal slices, whose mean of means is not the batch mean (another update than the
+    config's), or an MMD group cut in two by a slice boundary."""
+    parts = cfg.train.distributed.workers * cfg.train.accumulate
+    batch = cfg.train.batch_size
+    if batch % parts:
+        yield Problem(("train.batch_size", "train.distributed.workers", "train.accumulate"),
+                      f"train.batch_size ({batch}) must be a multiple of train.distributed.workers x "
+                      f"train.accumulate ({cfg.train.distributed.workers} x {cfg.train.accumulate}): "
+                      "each worker's micro-batch is an equal slice of the batch")
+        return
+    dist_cfg = cfg.distance
+    if parts > 1 and dist_cfg.name == "time_aware_mmd" and (batch // parts) % dist_cfg.group_size:
+        yield Problem(("distance.group_size", "train.batch_size", "train.distributed.workers",
+                       "train.accumulate"),
+                      f"the micro-batch train.batch_size / (train.distributed.workers x train.accumulate) "
+                      f"= {batch} / {parts} = {batch // parts} must be a multiple of distance.group_size "
+                      f"({dist_cfg.group_size}): an MMD group never spans two slices")
+
+
 RULES: tuple[Rule, ...] = (
     _upper_limit_needs_velocity_kernel, _pushforward_needs_upper_limit,
     _clean_data_target_needs_a_distance_on_f,
@@ -335,7 +360,7 @@ RULES: tuple[Rule, ...] = (
     _time_input_stays_finite, _time_input_needs_bounded_times,
     _diagnostics_split_the_batch,
     _data_options_fit_the_dataset, _model_fits_the_data, _batch_fits_the_dataset,
-    _fid_extractor_fits_the_images, slices_divide_the_batch,
+    _fid_extractor_fits_the_images, _slices_divide_the_batch,
 )
 
 
@@ -343,7 +368,7 @@ RULES: tuple[Rule, ...] = (
 def reported_metrics(cfg: Config, kind: Optional[str]) -> list[str]:
     """The numeric metrics a trial of ``cfg`` reports on data of ``kind`` (None: either kind): the
     numeric report columns (:mod:`.columns`) but the step."""
-    kinds = [kind] if kind else list(STEP_METRICS)
+    kinds = [kind] if kind else list(DATA_KINDS)
     columns = merge_columns(trainer_columns(cfg), *(evaluation_columns(cfg, k) for k in kinds))
     return [name for name, type_ in columns.items() if type_ in (int, float) and name != "step"]
 
@@ -352,21 +377,20 @@ def _metric_problem(metric: str, cfg: Config, dataset: Optional[DatasetInfo]) ->
     kind = dataset.kind if dataset else None
     if metric in reported_metrics(cfg, kind):
         return
-    family, _, steps = metric.rpartition("_")
+    per_step = split_step_column(metric)
     loggers = [name for name in COUPLINGS if metric in COUPLINGS.get(name).logs]
-    if steps.endswith("step") and steps[:-4].isdigit() and \
-            any(family in families for families in STEP_METRICS.values()):
-        measured = next(k for k, families in STEP_METRICS.items() if family in families)
+    if per_step:
+        measured, steps = per_step[0].applies_to, per_step[1]
         if kind and measured != kind:
             yield Problem(("tune.metric", "data.name"),
                           f"tune.metric={metric!r} is measured on {measured} only, but data.name="
                           f"{dataset.name!r} is {kind} (metrics: "
-                          f"{', '.join(f + '_Kstep' for f in STEP_METRICS[kind])})")
+                          f"{', '.join(f + '_Kstep' for f in metrics_of(kind))})")
         else:
             yield Problem(("tune.metric", "eval.steps"),
-                          f"tune.metric={metric!r} needs {steps[:-4]} in eval.steps, which is "
+                          f"tune.metric={metric!r} needs {steps} in eval.steps, which is "
                           f"{cfg.eval.steps}")
-    elif metric in DIAGNOSTIC_KEYS:
+    elif metric in metrics_of("diagnostics"):
         yield Problem(("tune.metric", "log.diag_every"),
                       f"tune.metric={metric!r} is reported only with gradient diagnostics on "
                       "(log.diag_every > 0), and log.diag_every is 0")
@@ -377,8 +401,10 @@ def _metric_problem(metric: str, cfg: Config, dataset: Optional[DatasetInfo]) ->
     else:
         yield Problem(("tune.metric",),
                       f"unknown metric {metric!r}; these trials report: "
-                      f"{', '.join(reported_metrics(cfg, kind))} (fid_Kstep on images, w2_Kstep / "
-                      "frechet_Kstep on points, for K in eval.steps)")
+                      f"{', '.join(reported_metrics(cfg, kind))} ("
+                      + ", ".join(f"{' / '.join(f + '_Kstep' for f in metrics_of(k))} on {k}"
+                                  for k in DATA_KINDS)
+                      + ", for K in eval.steps)")
 
 
 # ------------------------------------------------------------------------------------ entry points

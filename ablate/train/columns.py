@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from .config import Config
 from .couplings import COUPLINGS
-from .diagnostics import DIAGNOSTIC_KEYS
+from .metric_table import DATA_KINDS, metrics_of, step_column
 
 #: a column's type: one of these Python types (the store maps them to Parquet types)
 ColumnTypes = dict[str, type]
@@ -27,14 +27,15 @@ ColumnTypes = dict[str, type]
 TRAINER_COLUMNS: ColumnTypes = {"step": int, "images_seen": int, "wall_s": float, "loss": float,
                                 "lr": float, "stage": int, "status": str, "transport_cost": float}
 #: evaluation metrics per data kind, one per sampling step count: ``{family}_{k}step``
-STEP_METRICS = {"images": ("fid",), "points": ("w2", "frechet")}
+STEP_METRICS = {kind: metrics_of(kind) for kind in DATA_KINDS}
 
 
 def evaluation_columns(cfg: Config, kind: str, pictures: bool = True) -> ColumnTypes:
     """What an evaluation adds to a row (``ablate.evaluation.Evaluator``): the metrics after each
     step count of ``eval.steps``, the FID extractor's name on images, the seconds spent and, when
     pictures are saved, the picture's path relative to the store."""
-    columns: ColumnTypes = {f"{family}_{k}step": float for k in cfg.eval.steps for family in STEP_METRICS[kind]}
+    columns: ColumnTypes = {step_column(family, k): float for k in cfg.eval.steps
+                            for family in STEP_METRICS[kind]}
     if kind == "images":
         columns["fid_extractor"] = str
     columns["eval_s"] = float
@@ -48,7 +49,7 @@ def trainer_columns(cfg: Config) -> ColumnTypes:
     columns = dict(TRAINER_COLUMNS)
     columns.update(dict.fromkeys(COUPLINGS.get(cfg.coupling.name).logs, float))
     if cfg.log.diag_every:
-        columns.update(dict.fromkeys(DIAGNOSTIC_KEYS, float))
+        columns.update(dict.fromkeys(metrics_of("diagnostics"), float))
     return columns
 
 

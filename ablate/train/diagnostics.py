@@ -1,8 +1,9 @@
 """Training diagnostics: the variance of the gradient estimate (design.md Sec. 6; VCT Fig. 3; GC Sec. 4.2 (i)).
 
 At a diagnostics step the batch of the current step is split into K equal microbatches; each is a full
-training loss (own noise, times and coupling, through ``Trainer.loss_terms``) and gives one flattened
-gradient g_k of the consistency model's parameters. Reported:
+training loss (own noise, times and coupling: the trainer passes a function k -> loss of microbatch k,
+``Trainer.loss_terms`` on a :class:`MicrobatchOrder`) and gives one flattened gradient g_k of the
+consistency model's parameters. Reported:
 
 - ``grad_var``: mean over parameters p of the unbiased variance of g_k[p] across the K microbatches,
   divided by K, i.e. the variance of the full-batch estimate (mean of the K microbatch gradients);
@@ -16,15 +17,15 @@ The training RNG streams are forked (nothing drawn here changes training) and gr
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .trainer import Trainer
+from .metric_table import metrics_of
 
-DIAGNOSTIC_KEYS = ("grad_var", "grad_norm", "grad_var_pooled", "diag_s")
+#: the columns a diagnostics report adds (their entries in :mod:`.metric_table`)
+DIAGNOSTIC_KEYS = metrics_of("diagnostics")
 
 
 class MicrobatchOrder:
@@ -48,33 +49,25 @@ def gradient_statistics(grads: Tensor) -> dict[str, Tensor]:
             "grad_var_pooled": mean.var(unbiased=True)}
 
 
-def microbatch_gradients(trainer: "Trainer", parts: int) -> Tensor:
-    """(K, P) flattened gradients of the online parameters, one per microbatch of the current batch."""
-    params = [p for p in trainer.online.parameters() if p.requires_grad]
-    full_order = trainer.batches
+def microbatch_gradients(microbatch_loss: Callable[[int], Tensor], params: Sequence[Tensor],
+                         parts: int) -> Tensor:
+    """(K, P) flattened gradients of ``params``, one per microbatch loss ``microbatch_loss(k)``."""
     rows = []
-    try:
-        for part in range(parts):
-            trainer.batches = MicrobatchOrder(full_order, part, parts)
-            loss, _ = trainer.loss_terms()
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).flatten().float()
-                                   for p, g in zip(params, grads)]))
-    finally:
-        trainer.batches = full_order
+    for part in range(parts):
+        grads = torch.autograd.grad(microbatch_loss(part), params, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).flatten().float()
+                               for p, g in zip(params, grads)]))
     return torch.stack(rows)
 
 
-def gradient_diagnostics(trainer: "Trainer") -> dict[str, float]:
-    """The diagnostics of the module doc at the trainer's current step, as host floats."""
-    parts = trainer.cfg.log.diag_microbatches
-    if trainer.cfg.train.batch_size < 2 * parts:
-        raise ValueError(f"log.diag_microbatches={parts} needs train.batch_size >= {2 * parts} "
-                         f"(got {trainer.cfg.train.batch_size})")
+def gradient_diagnostics(microbatch_loss: Callable[[int], Tensor], params: Sequence[Tensor], parts: int,
+                         device: torch.device) -> dict[str, float]:
+    """The diagnostics of the module doc for ``parts`` microbatch losses, as host floats; the RNG
+    streams of ``device`` (and the CPU's) are forked, so training draws the same numbers after."""
     tick = time.perf_counter()
-    cuda = trainer.device.type == "cuda"
-    with torch.random.fork_rng(devices=[trainer.device] if cuda else []):
-        stats = gradient_statistics(microbatch_gradients(trainer, parts))
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        stats = gradient_statistics(microbatch_gradients(microbatch_loss, params, parts))
     out = dict(zip(stats, torch.stack(list(stats.values())).tolist()))
     out["diag_s"] = time.perf_counter() - tick
     return out

@@ -31,7 +31,7 @@ writes. Every rank must load the same checkpoint on resume: the RNG state in it 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -39,9 +39,6 @@ from torch import Tensor, nn
 
 from .config import Config
 
-if TYPE_CHECKING:
-    from .checks import DatasetInfo, Problem
-    from .trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,7 @@ def resolve_backend(cfg: Config, device: torch.device) -> str:
 class DataParallel:
     """The sliced step of one worker (rank ``rank`` of ``world``) of a :class:`Trainer`."""
 
-    def __init__(self, trainer: "Trainer", rank: int, world: int, accumulate: int):
+    def __init__(self, trainer, rank: int, world: int, accumulate: int):
         self.trainer, self.rank, self.world, self.accumulate = trainer, rank, world, accumulate
         self.micro = trainer.cfg.train.batch_size // (world * accumulate)
         self.view = SliceView()
@@ -132,7 +129,7 @@ class DataParallel:
             self._broadcast_state()
 
     @classmethod
-    def of(cls, trainer: "Trainer") -> Optional["DataParallel"]:
+    def of(cls, trainer) -> Optional["DataParallel"]:
         """None for the plain trainer (one worker, no accumulation); else this process's worker, whose
         rank and world size come from the initialised ``torch.distributed`` process group."""
         cfg = trainer.cfg
@@ -206,25 +203,3 @@ class DataParallel:
             grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
             offset += grad.numel()
         return list(flat[offset:].unbind())
-
-
-def slices_divide_the_batch(cfg: Config, dataset: Optional["DatasetInfo"]) -> Iterator["Problem"]:
-    """Without it: unequal slices, whose mean of means is not the batch mean (another update than the
-    config's), or an MMD group cut in two by a slice boundary."""
-    from .checks import Problem
-
-    parts = cfg.train.distributed.workers * cfg.train.accumulate
-    batch = cfg.train.batch_size
-    if batch % parts:
-        yield Problem(("train.batch_size", "train.distributed.workers", "train.accumulate"),
-                      f"train.batch_size ({batch}) must be a multiple of train.distributed.workers x "
-                      f"train.accumulate ({cfg.train.distributed.workers} x {cfg.train.accumulate}): "
-                      "each worker's micro-batch is an equal slice of the batch")
-        return
-    dist_cfg = cfg.distance
-    if parts > 1 and dist_cfg.name == "time_aware_mmd" and (batch // parts) % dist_cfg.group_size:
-        yield Problem(("distance.group_size", "train.batch_size", "train.distributed.workers",
-                       "train.accumulate"),
-                      f"the micro-batch train.batch_size / (train.distributed.workers x train.accumulate) "
-                      f"= {batch} / {parts} = {batch // parts} must be a multiple of distance.group_size "
-                      f"({dist_cfg.group_size}): an MMD group never spans two slices")

@@ -29,18 +29,18 @@ from .checks import DatasetInfo, check_runnable
 from .columns import trainer_columns
 from .config import Config
 from .couplings import CouplingContext, build_coupling, transport_cost
-from .diagnostics import gradient_diagnostics
+from .diagnostics import MicrobatchOrder, gradient_diagnostics
 from .distributed import DataParallel
 from .discretization import build_discretization
 from .kernels import build_kernel
 from .model import ConsistencyFunction
 from .networks import build_network
-from .objective import GUIDE_LOSSES, GuideTerms, consistency_loss, guide_loss
+from .objectives import LossBatch, build_objective
 from .optim import build_optimizer, lr_factor
 from .sampling import sample_with
 from .time_sampling import build_time_sampler
 from .upper_limit import build_upper_limit
-from . import weighting
+from .weighting import build_weighting
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ class Trainer:
         self.evaluator = evaluator
         self.kernel = build_kernel(cfg.kernel)
         num_classes = data.num_classes if cfg.data.class_conditional else 0
-        self.dual_time = cfg.upper_limit.name != "cu"
+        self.upper_limit = build_upper_limit(cfg.upper_limit, self.kernel)
+        self.dual_time = self.upper_limit.dual_time
         backbone = build_network(cfg.model, data.shape, num_classes, self.dual_time)
         if cfg.train.compile:
             backbone = torch.compile(backbone)
@@ -86,7 +87,8 @@ class Trainer:
                                        num_classes).to(self.device)
         self.discretization = build_discretization(cfg.discretization, self.kernel, cfg.train.iterations)
         self.time_sampler = build_time_sampler(cfg.time_sampling)
-        self.upper_limit = build_upper_limit(cfg.upper_limit, self.kernel)
+        self.weighting = build_weighting(cfg.weighting, self.kernel)
+        self.objective = build_objective(cfg.distance, self.kernel, self._autocast)
         groups = [{"params": list(self.online.parameters())}]
         if self.coupling.has_parameters():
             groups.append({"params": [p for p in self.coupling.parameters() if p.requires_grad]})
@@ -123,8 +125,8 @@ class Trainer:
         return self.emas[0]
 
     # ------------------------------------------------------------------------------------- step
-    def _batch(self) -> tuple[Tensor, Optional[Tensor]]:
-        idx = self.batches.indices(self.step)
+    def _batch(self, order: Optional[BatchOrder] = None) -> tuple[Tensor, Optional[Tensor]]:
+        idx = (order or self.batches).indices(self.step)
         x0 = self.data.x_train[idx]
         if self.data.xflip:
             flip = torch.rand(x0.shape[0], device=self.device) < 0.5
@@ -144,52 +146,24 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def loss_terms(self) -> tuple[Tensor, dict[str, Tensor]]:
-        """One batch's training loss and its logs; consumes RNG exactly as a training step does."""
-        x0, y = self._batch()
+    def loss_terms(self, order: Optional[BatchOrder] = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """One batch's training loss and its logs (of ``order``'s batch, the trainer's by default);
+        consumes RNG exactly as a training step does."""
+        x0, y = self._batch(order)
         n = self._draw_n(x0.shape[0])  # data-parallel: the global batch's draws, then this slice's rows
         x1 = self._part(self.data.noise(n, self.device))
-        dist = self.cfg.distance
-        shared = dist.name == "time_aware_mmd" and dist.share_time  # one (t, r, s) per MMD group
-        draws = n // dist.group_size if shared else n
-        t, r, s = self.upper_limit.draw(draws, self.step, self.discretization, self.time_sampler, self.device)
-        if shared:
-            t, r = t.repeat_interleave(dist.group_size), r.repeat_interleave(dist.group_size)
-            s = None if s is None else s.repeat_interleave(dist.group_size)
-        t, r, s = self._part(t), self._part(r), None if s is None else self._part(s)  # data-parallel slice
+        group = self.objective.time_group  # consecutive samples sharing one (t, r, s)
+        times = self.upper_limit.draw(n // group, self.step, self.discretization, self.time_sampler, self.device)
+        times = times if group == 1 else tuple(None if v is None else v.repeat_interleave(group) for v in times)
+        t, r, s = (None if v is None else self._part(v) for v in times)  # data-parallel slice
         scale = self.time_sampler.loss_scale(t, self.kernel.t_min if s is None else s, self.kernel.t_max)
-        ctx = CouplingContext(self.step, t, r, self.online, self.ema, self.discretization,
-                              self.cfg.weighting, class_labels=y)
+        ctx = CouplingContext(self.step, t, r, self.online, self.ema, self.discretization, self.weighting,
+                              class_labels=y)
         pair = self.coupling.pair(x0, x1, ctx)
         x_t, x_r = self.coupling.points(pair, ctx)
-        cuda = self.device.type == "cuda"
-        cpu_rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state(self.device) if cuda else None
-        with self._autocast():
-            if dist.name in GUIDE_LOSSES:
-                s = torch.full_like(t, self.kernel.t_min) if s is None else s
-                v_t = self.online.velocity(x_t, t, s, class_labels=y)
-            else:
-                f_t = self.online(x_t, t, s, class_labels=y)
-            # the target forward reuses the online forward's dropout masks: same CPU *and* CUDA RNG
-            with torch.random.fork_rng(devices=[self.device] if cuda else []), torch.no_grad():
-                torch.set_rng_state(cpu_rng)
-                if cuda:
-                    torch.cuda.set_rng_state(cuda_rng, self.device)
-                if dist.name in GUIDE_LOSSES:
-                    v_r_target = self.target.velocity(x_r, r, s, class_labels=y)
-                    v_t_target = v_t.detach() if self.target is self.online else \
-                        self.target.velocity(x_t, t, s, class_labels=y)
-                else:
-                    f_r = self.target(x_r, r, s, class_labels=y)
-        if dist.name in GUIDE_LOSSES:
-            w = weighting.weight(self.cfg.weighting, t, r, self.kernel)
-            # fm: u_t = alpha'_t x + sigma'_t z = z - x (Guide Sec. 2.2)
-            terms = GuideTerms(x_t.float(), x_r.float(), t, r, s, w if scale is None else w * scale,
-                               (pair.x1 - pair.x0).float(), v_t, v_t_target, v_r_target)
-            loss = guide_loss(dist, terms) + pair.loss
-        else:
-            loss = consistency_loss(self.cfg, f_t, f_r, t, r, self.kernel, scale) + pair.loss
+        weight = self.weighting(t, r)
+        batch = LossBatch(pair.x0, pair.x1, x_t, x_r, t, r, s, weight if scale is None else weight * scale, y)
+        loss = self.objective(self.online, self.target, batch) + pair.loss
         logs = dict(pair.logs)
         logs["transport_cost"] = transport_cost(pair.x0, pair.x1).detach()
         return loss, logs
@@ -269,8 +243,19 @@ class Trainer:
             self.status = "diverged"
         row["status"] = self.status
         if self.cfg.log.diag_every and self.status == "running" and self._diagnostics_due():
-            row.update(gradient_diagnostics(self))
+            row.update(self.diagnostics())
         return row
+
+    def diagnostics(self) -> dict[str, float]:
+        """Gradient diagnostics (:mod:`.diagnostics`) of this step's batch, split into
+        ``log.diag_microbatches`` microbatches, each a full :meth:`loss_terms`."""
+        parts = self.cfg.log.diag_microbatches
+        if self.cfg.train.batch_size < 2 * parts:
+            raise ValueError(f"log.diag_microbatches={parts} needs train.batch_size >= {2 * parts} "
+                             f"(got {self.cfg.train.batch_size})")
+        params = [p for p in self.online.parameters() if p.requires_grad]
+        return gradient_diagnostics(lambda part: self.loss_terms(MicrobatchOrder(self.batches, part, parts))[0],
+                                    params, parts, self.device)
 
     def _diagnostics_due(self) -> bool:
         """Diagnostics run at a report when a multiple of ``log.diag_every`` fell since the last report

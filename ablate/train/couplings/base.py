@@ -14,6 +14,10 @@ from typing import Optional
 from torch import Tensor, nn
 
 from ..kernels import Kernel
+from ..registry import Registry
+
+
+COUPLINGS: Registry[type["Coupling"]] = Registry("coupling")
 
 
 @dataclass
@@ -26,7 +30,7 @@ class CouplingContext:
     online: nn.Module  # ConsistencyFunction being trained
     ema: nn.Module  # the first EMA copy (the evaluated model)
     discretization: object
-    weighting_cfg: object
+    weighting: object  # the loss weighting (``ablate.train.weightings``)
     s: Optional[Tensor] = None
     class_labels: Optional[Tensor] = None
 

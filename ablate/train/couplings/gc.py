@@ -1,14 +1,31 @@
 """Generator-induced coupling (GC Alg. 1, Sec. 5.2): noise paired with the model's own endpoint prediction."""
 from __future__ import annotations
 
+from typing import Literal, Optional
+
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from . import COUPLINGS
-from .base import Coupling, CouplingContext, Pair
+from ..registry import Strict
+from .base import COUPLINGS, Coupling, CouplingContext, Pair
 
 
-@COUPLINGS.register("gc")
+class GCOptions(Strict):
+    """Generator-induced coupling (GC Alg. 1) mixed with independent pairs at rate mu (GC Sec. 5.2);
+    ``mu_end`` schedules mu linearly from ``mu`` to ``mu_end`` over training.
+
+    ``induced_fraction``: ``mu`` (default, GC Sec. 5.2: "drawn from GC with probability mu") or
+    ``one_minus_mu`` (the released code, train_consistency.py: ``rand > mu`` marks the induced pairs)."""
+
+    name: Literal["gc"] = "gc"
+    mu: float = Field(0.5, ge=0.0, le=1.0)
+    mu_end: Optional[float] = Field(None, ge=0.0, le=1.0)
+    generator: Literal["ema", "online"] = "ema"
+    induced_fraction: Literal["mu", "one_minus_mu"] = "mu"
+
+
+@COUPLINGS.register(GCOptions)
 class GeneratorCoupling(Coupling):
     """GC Alg. 1 mixed with independent pairs (GC Sec. 5.2).
 

@@ -1,12 +1,14 @@
 """Exact minibatch optimal-transport coupling (Pooladian et al. 2023; the OT baseline of VCT and GC)."""
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from . import COUPLINGS
-from .base import Coupling, CouplingContext, Pair
+from ..registry import Strict
+from .base import COUPLINGS, Coupling, CouplingContext, Pair
 
 
 def ot_permutation(x0: Tensor, x1: Tensor) -> Tensor:
@@ -20,7 +22,13 @@ def ot_permutation(x0: Tensor, x1: Tensor) -> Tensor:
     return torch.from_numpy(plan.argmax(axis=1)).to(x1.device)
 
 
-@COUPLINGS.register("ot")
+class OTOptions(Strict):
+    """Exact minibatch OT (POT ``ot.emd``, squared Euclidean cost)."""
+
+    name: Literal["ot"] = "ot"
+
+
+@COUPLINGS.register(OTOptions)
 class OTCoupling(Coupling):
     """Re-pairs the batch's noise with its data by exact minibatch OT before building (x_t, x_r)."""
 

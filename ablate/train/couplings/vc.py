@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import copy
+from typing import Literal, Optional
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from ..config import UNetConfig
 from ..networks import build_network
-from . import COUPLINGS
-from .base import Coupling, CouplingContext, Pair
+from ..networks.unet import UNetConfig
+from ..registry import Strict
+from .base import COUPLINGS, Coupling, CouplingContext, Pair
 
 
 def gaussian_kl_to_standard(mean: Tensor, log_scale: Tensor) -> Tensor:
@@ -51,7 +53,27 @@ class ImageEncoder(nn.Module):
         return mean, scale_param
 
 
-@COUPLINGS.register("vc")
+class VCOptions(Strict):
+    """Variational coupling (VCT Alg. 1): a Gaussian encoder q(x1 | x0) with KL weight beta (VCT eq. 9);
+    beta / dt_N when the loss weight is 1/dt and ``adaptive`` (VCT Sec. 6.2). Defaults: VCT Table 4.
+
+    The paper does not say how the encoder sees x0 or makes its scale g_sigma > 0. ``encoder_input``:
+    ``x0`` (default) or ``x0_over_sigma_data`` (sony/vct models/cm_base.py ``posterior_precond``);
+    ``scale_activation``: ``exp`` of the output (default) or ``softplus`` (sony/vct, whose KL then uses
+    g_sigma + 1e-8)."""
+
+    name: Literal["vc"] = "vc"
+    beta: float = Field(30.0, ge=0.0)
+    adaptive: bool = True
+    encoder_channels: int = Field(32, ge=4)  # image encoder: UNet channels (1 res block, mult [2,2,2])
+    encoder_hidden: int = Field(128, ge=1)  # point encoder: MLP width
+    ema: float = Field(0.9999, ge=0.0, lt=1.0)  # the encoder's own EMA (used for sampling)
+    grad_clip: Optional[float] = Field(200.0, gt=0.0)  # VCT Sec. 7.1
+    encoder_input: Literal["x0", "x0_over_sigma_data"] = "x0"
+    scale_activation: Literal["exp", "softplus"] = "exp"
+
+
+@COUPLINGS.register(VCOptions)
 class VariationalCoupling(Coupling):
     """x1 = g_mu(x0) + g_sigma(x0) eps (VCT Alg. 1) with the loss term lambda_KL KL(q_phi(x1|x0) || N(0, I))
     averaged over the batch (VCT eq. 9). lambda_KL = beta / dt_N when the loss weight is 1/dt and
@@ -76,7 +98,7 @@ class VariationalCoupling(Coupling):
 
     def kl_weight(self, ctx: CouplingContext) -> float:
         """lambda_KL at this step: beta / dt_N (adaptive, 1/dt loss weight) or beta (VCT Sec. 6.2)."""
-        if not (self.cfg.adaptive and ctx.weighting_cfg.name == "inv_dt"):
+        if not (self.cfg.adaptive and ctx.weighting.is_inverse_dt):
             return self.cfg.beta
         stage = ctx.discretization.stage(ctx.step)
         if stage not in self._kl_weights:  # dt_N changes only with the curriculum stage

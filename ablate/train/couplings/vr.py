@@ -1,14 +1,15 @@
 """Variance-reduced consistency target (SCT Sec. 4.1, eqs. 13-14)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from ..kernels import expand_as
-from . import COUPLINGS
-from .base import Coupling, CouplingContext, Pair
+from ..registry import Strict
+from .base import COUPLINGS, Coupling, CouplingContext, Pair
 
 
 def posterior_weights(x_t: Tensor, a_t: Tensor, b_t: Tensor, references: Tensor,
@@ -27,7 +28,15 @@ def posterior_weights(x_t: Tensor, a_t: Tensor, b_t: Tensor, references: Tensor,
     return torch.softmax(logits, dim=1)
 
 
-@COUPLINGS.register("vr")
+class VROptions(Strict):
+    """Variance-reduced target (SCT eqs. 13-14): the conditional target averaged over a reference set
+    of the batch plus ``buffer`` past data points, weights proportional to p(x_t | x0_j)."""
+
+    name: Literal["vr"] = "vr"
+    buffer: int = Field(0, ge=0)
+
+
+@COUPLINGS.register(VROptions)
 class VarianceReducedTarget(Coupling):
     """Independent pairs with the variance-reduced target point (SCT eq. 14).
 

@@ -5,9 +5,23 @@ from __future__ import annotations
 import math
 
 import torch
+from typing import Literal
+
+from pydantic import Field
 from torch import Tensor, nn
 
-from ..config import MLPConfig
+from ..registry import Strict
+from .base import NETWORKS
+
+
+class MLPConfig(Strict):
+    """MLP with a sinusoidal time embedding (VCT App. E; GC App. B: depth 4, width 256, GELU)."""
+
+    name: Literal["mlp"] = "mlp"
+    hidden: int = Field(256, ge=1)
+    depth: int = Field(4, ge=1)
+    time_dim: int = Field(64, ge=2, multiple_of=2)  # cos and sin halves of the embedding
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -46,3 +60,10 @@ class MLP(nn.Module):
         if self.class_embed is not None:
             parts.append(self.class_embed(class_labels))
         return self.net(torch.cat(parts, dim=1))
+
+
+@NETWORKS.register(MLPConfig)
+def build_mlp(cfg: MLPConfig, shape: tuple[int, ...], num_classes: int, dual_time: bool) -> nn.Module:
+    if len(shape) != 1:
+        raise ValueError(f"model 'mlp' needs flat points, got data of shape {shape}; use model.name=unet")
+    return MLP(cfg, shape[0], num_classes=num_classes, dual_time=dual_time)

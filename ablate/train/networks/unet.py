@@ -16,13 +16,27 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import UNetConfig
+from ..registry import Strict
+from .base import NETWORKS
+
+
+class UNetConfig(Strict):
+    """Compact DDPM++-style UNet (VCT Table 4: channels 64, mult [2,2,2], 4 res blocks, dropout 0.3)."""
+
+    name: Literal["unet"] = "unet"
+    channels: int = Field(64, ge=4)
+    channel_mult: list[Annotated[int, Field(ge=1)]] = [2, 2, 2]
+    num_res_blocks: int = Field(4, ge=1)
+    attn_resolutions: list[int] = []
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
 
 logger = logging.getLogger(__name__)
 
@@ -253,3 +267,11 @@ class UNet(nn.Module):
         if (self.num_classes > 0) != (class_labels is not None):
             raise ValueError("class_labels are required for a class-conditional UNet and must be None "
                              f"for an unconditional one; this UNet has num_classes={self.num_classes}")
+
+
+@NETWORKS.register(UNetConfig)
+def build_unet(cfg: UNetConfig, shape: tuple[int, ...], num_classes: int, dual_time: bool) -> nn.Module:
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(f"model 'unet' needs square images (C, H, H), got data of shape {shape}")
+    return UNet(cfg, in_channels=shape[0], image_size=shape[1], num_classes=num_classes,
+                dual_time=dual_time)

@@ -7,15 +7,17 @@ shape the integral over [0, 1] of the quadratic-decrease baseline 0.005 (1 - t)^
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Literal
+
+from pydantic import Field
 
 import torch
 from torch import Tensor
 
-from .discretization import DISCRETIZATIONS, Discretization
-from .kernels import Kernel
-from .registry import Registry
-from .time_sampling import TimeSampler
+from ..kernels import Kernel
+from ..registry import Registry, Strict
+from ..time_sampling import TimeSampler
+from .base import DISCRETIZATIONS, Discretization
 
 StepSize = Callable[[Tensor, float, float], Tensor]
 STEP_SIZES: Registry[StepSize] = Registry("step size h(t)")
@@ -121,7 +123,27 @@ def normalized_eps(shape: str, mu: float) -> float:
     return math.sqrt(lo * hi)
 
 
-@DISCRETIZATIONS.register("guide")
+#: the step-size shapes, in the order the Guide lists them (Table 7b)
+GUIDE_STEP_SIZES = tuple(e.name for e in STEP_SIZES.entries())
+
+
+class GuideOptions(Strict):
+    """The Guide's step size r = t - h(t) (Guide Sec. 3.2, App. C.2-C.3); ``h`` names the shape, ``eps``
+    its scale (0.005, Guide G.1), ``mu`` the exponential rate (3.5, eq. 36). ``normalize`` rescales eps
+    so that the integral of h over [0, 1] equals the quadratic-decrease baseline's (Table 7b);
+    ``curriculum_every`` > 0 starts eps at ``curriculum_start`` and halves it every K steps down to eps
+    (Guide G.1)."""
+
+    name: Literal["guide"] = "guide"
+    h: Literal[GUIDE_STEP_SIZES] = "exponential"
+    eps: float = Field(0.005, gt=0.0)
+    mu: float = Field(3.5, gt=0.0)
+    normalize: bool = False
+    curriculum_every: int = Field(0, ge=0)
+    curriculum_start: float = Field(0.5, gt=0.0)
+
+
+@DISCRETIZATIONS.register(GuideOptions)
 class GuideStepDiscretization(Discretization):
     """t from the time sampler on [lo, tT] (lo = t0, or the upper limit s for VU), r = max(t - h(t), lo)
     (Guide Sec. 3.2); the optional curriculum starts eps at ``curriculum_start`` and halves it every
