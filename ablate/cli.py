@@ -200,15 +200,42 @@ def _default_report_dir(location: str) -> str:
     return f"{sweep.rsplit('/', 1)[-1]}-report"
 
 
+def _audit_settings(args: argparse.Namespace) -> tuple[int, int]:
+    """The ASHA settings the early-stopping audit replays: --grace-period / --reduction-factor, else
+    those of the sweep file's ``tune.scheduler`` when it names asha (a grid run with ``--set
+    tune.scheduler=fifo`` audits them), else Ray's defaults."""
+    from .figures.audit import GRACE_PERIOD, REDUCTION_FACTOR
+    from .spec import AshaScheduler
+
+    settings = {"grace_period": GRACE_PERIOD, "reduction_factor": REDUCTION_FACTOR}
+    spec_file = Path(args.dir) / "spec.yaml"
+    if "://" not in args.dir and spec_file.is_file():
+        import yaml
+
+        scheduler = ((yaml.safe_load(spec_file.read_text()) or {}).get("tune") or {}).get("scheduler")
+        if isinstance(scheduler, dict) and scheduler.get("name") == "asha":
+            file_asha = AshaScheduler.model_validate(scheduler)
+            settings = {k: getattr(file_asha, k) for k in settings}
+    for key in settings:
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if settings["grace_period"] < 1 or settings["reduction_factor"] < 2:
+        raise InvalidInput(f"--grace-period must be >= 1 and --reduction-factor >= 2, got "
+                           f"{settings['grace_period']} and {settings['reduction_factor']}")
+    return settings["grace_period"], settings["reduction_factor"]
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from .figures import load_results, make_report
 
+    grace_period, reduction_factor = _audit_settings(args)
     try:
         df = load_results(args.dir)
         out = args.output or _default_report_dir(args.dir)
         name = str(df["sweep"].dropna().iloc[0]) if "sweep" in df and df["sweep"].notna().any() \
             else Path(args.dir).name
-        report = make_report(df, out, name, baseline=args.baseline)
+        report = make_report(df, out, name, baseline=args.baseline, grace_period=grace_period,
+                             reduction_factor=reduction_factor)
     except (FileNotFoundError, ValueError) as err:
         raise InvalidInput(str(err)) from None
     print(report)
@@ -269,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("-o", "--output", help="output directory (default: DIR/report, or "
                                                 "./NAME-report when DIR is in a remote store)")
     figures.add_argument("--baseline", help="arm to compare the others against (paired differences)")
+    figures.add_argument("--grace-period", type=int, help="early-stopping audit: ASHA's grace period in "
+                         "evaluations (default: the sweep file's asha settings, else 1)")
+    figures.add_argument("--reduction-factor", type=int, help="early-stopping audit: ASHA's reduction "
+                         "factor (default: the sweep file's, else 4)")
     figures.set_defaults(func=cmd_figures)
     return parser
 
