@@ -103,10 +103,14 @@ class RandomSearcher(_Strict):
 
 
 class OptunaSearcher(_Strict):
+    """``storage``: an Optuna storage URL for the sweep's study (any SQLAlchemy URL, such as
+    ``postgresql://user@head/optuna``); None: ``sqlite:///<sweep dir>/optuna.db``."""
+
     name: Literal["optuna"] = "optuna"
     num_samples: int = Field(ge=1)
     sampler: Literal["tpe", "random", "cmaes", "qmc", "gp"] = "tpe"
     seed: Optional[int] = None
+    storage: Optional[str] = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class Resources(_Strict):

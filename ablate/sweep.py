@@ -7,6 +7,7 @@ A sweep directory (local path or any pyarrow URI) holds::
     metrics/<trial>/    the results store (ablate.results), written from inside each trial
     tune/               Ray Tune's experiment (trial state, searcher/scheduler state, checkpoints)
     samples/<trial>/    sample grids and scatters, step_<step>.png (the rows' ``samples_png``)
+    optuna.db           an optuna sweep's Optuna study (or the file's ``tune.searcher.storage``)
 
 Each trial reports every store row to the store and, at the rows that carry the tune metric (the
 evaluations), a Ray result with a checkpoint every ``log.checkpoint_every`` such results. Schedulers'
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_FILE, SPEC_FILE, TUNE_DIR = "sweep.json", "spec.yaml", "tune"
 STATE_DIR = "checkpoints"  # <sweep>/checkpoints/<trial_id>.pt: each trial's latest trainer state
+OPTUNA_DB = "optuna.db"  # <sweep>/optuna.db: the Optuna study of an optuna sweep (optuna_storage)
 #: test-only fault injection at report step ABLATE_FAULT_STEP: once (first attempt) in trials whose
 #: name contains ABLATE_FAULT_TRIALS (all trials if unset), on every attempt in trials whose name
 #: contains ABLATE_FAULT_ALWAYS (so they end errored when their retries run out)
@@ -187,7 +189,7 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, columns
             state["last"] = row[metric]
         if not final and (metric not in row or row["step"] == 0):
             return  # the untrained model (step 0) is in the store, but no rung of a scheduler
-        values = {**_ray_metrics(row), metric: state["last"]}
+        values = {**_ray_metrics(row), metric: state["last"], "evaluated": metric in row}
         state["reports"] += 1
         if row["status"] == "diverged" or not (final or state["reports"] % every == 0):
             tune.report(values)
@@ -243,16 +245,44 @@ class SpaceSuggester:
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch tells Optuna every finished trial as COMPLETE with its last value, so a trial
-    that ASHA stopped early looks like a finished one with a truncated value and misleads TPE. Here a
-    trial whose last result is not ``completed`` is told as PRUNED (stopped early) or FAIL (diverged),
-    and only finished trials are COMPLETE."""
+    """Ray's OptunaSearch with the study kept honest in its Optuna storage (``optuna_storage``).
+
+    Ray's searcher tells Optuna every finished trial as COMPLETE with its last value, so a trial that
+    ASHA stopped early looks like a finished one with a truncated value and misleads TPE. Here a trial
+    whose last result is not ``completed`` is told as PRUNED (stopped early) or FAIL (diverged or
+    errored), and only finished trials are COMPLETE. Intermediate values are reported at the trainer's
+    step (the rows' ``step``; Ray's would be its report count), which is what optuna-dashboard plots.
+
+    Ray pickles the searcher, its study and the study's storage with the experiment (``save``): an
+    RDBStorage pickles as its URL, so a restored searcher writes to the same database. ``restore``
+    reconciles the two when the driver died between a save and a later change of the database."""
+
+    def suggest(self, trial_id: str) -> Optional[dict]:
+        """Ray's suggestion, its Optuna trial tagged with Ray's trial id (the store's ``trial_id`` ends
+        with it), so the study and the store can be joined."""
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials or "step" not in result:
+            return super().on_trial_result(trial_id, result)
+        if result.get("evaluated"):  # else the metric is the last evaluation's, repeated for Tune
+            self._ot_trials[trial_id].report(float(result[self.metric]), int(result["step"]))
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
         from optuna.trial import TrialState
 
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
+        ot_trial = self._ot_trials[trial_id]
+        if self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+            self._completed_trials.add(trial_id)  # told before the driver died, after Ray's last save
+            return
+        if result and result.get("evaluated") and "step" in result:
+            # Tune gives the result that ends a trial (ASHA's STOP, the last one) to on_trial_complete only
+            ot_trial.report(float(result[self.metric]), int(result["step"]))
         status = (result or {}).get("status")
         if error or status in ("diverged", "errored"):
             state, value = TrialState.FAIL, None
@@ -260,11 +290,39 @@ class PruningAwareOptunaSearch(OptunaSearch):
             state, value = TrialState.PRUNED, None
         else:
             state, value = TrialState.COMPLETE, result.get(self.metric)
-        self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+        self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's saved searcher, then the study brought in line with it: a trial the database holds as
+        RUNNING that the saved searcher never handed out (asked after Ray's last save of a driver that was
+        then killed) will never report and is told FAIL; a trial the database already holds as finished
+        is not told again."""
+        from optuna.trial import TrialState
 
-def _searcher(spec: SweepSpec):
+        super().restore(checkpoint_path)
+        known = {trial._trial_id: trial_id for trial_id, trial in self._ot_trials.items()}
+        for frozen in self._ot_study.get_trials(deepcopy=False):
+            if frozen._trial_id not in known and frozen.state == TrialState.RUNNING:
+                log.warning("optuna study %s: trial %d was asked after Ray's last save of the searcher and "
+                            "never ran; marked FAIL", self._ot_study.study_name, frozen.number)
+                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+            elif frozen._trial_id in known and frozen.state.is_finished():
+                self._completed_trials.add(known[frozen._trial_id])
+
+
+def optuna_storage(spec: SweepSpec, sweep_dir: str) -> Optional[str]:
+    """Where the sweep's Optuna study lives: the file's ``tune.searcher.storage``, else
+    ``sqlite:///<sweep dir>/optuna.db`` for a sweep on this machine's filesystem; None (the study lives in
+    Ray's searcher state only) for a sweep in a remote store without a storage URL."""
+    if spec.tune.searcher.storage:
+        return spec.tune.searcher.storage
+    if storage.is_local(sweep_dir):
+        return f"sqlite:///{os.path.join(storage.local_path(sweep_dir), OPTUNA_DB)}"
+    return None
+
+
+def _searcher(spec: SweepSpec, sweep_dir: str, notify: Callable[[str], None]):
     s = spec.tune.searcher
     if s.name != "optuna":
         return None
@@ -273,11 +331,33 @@ def _searcher(spec: SweepSpec):
     samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
                 "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
                 "gp": optuna.samplers.GPSampler}
+    url, study = optuna_storage(spec, sweep_dir), study_name(sweep_dir)
+    ot_storage = None
+    if url is None:
+        notify(f"optuna: {sweep_dir} is not on this machine and the file names no tune.searcher.storage: the "
+               "study lives in Ray's searcher state only")
+    else:
+        if storage.is_local(sweep_dir):  # the default database's directory: the new sweep's own
+            os.makedirs(storage.local_path(sweep_dir), exist_ok=True)
+        try:
+            ot_storage = optuna.storages.RDBStorage(url)
+        except Exception as err:  # SQLAlchemy: unknown dialect, missing driver, unreachable server
+            raise SweepError(f"tune.searcher.storage {url}: Optuna cannot open it ({err})") from None
+        if study in optuna.study.get_all_study_names(ot_storage):
+            raise SweepError(f"tune.searcher.storage {url}: already holds a study named {study!r}; "
+                             "`ablate resume` continues that sweep, or give the new one another --name")
+        notify(f"optuna study {study}: {url} (optuna-dashboard {url})")
     search = PruningAwareOptunaSearch(space=SpaceSuggester(spec), metric=spec.tune.metric,
-                                      mode=spec.tune.mode, sampler=samplers[s.sampler](seed=s.seed))
+                                      mode=spec.tune.mode, sampler=samplers[s.sampler](seed=s.seed),
+                                      study_name=study, storage=ot_storage)
     if spec.tune.max_concurrent:
         return ConcurrencyLimiter(search, max_concurrent=spec.tune.max_concurrent)
     return search
+
+
+def study_name(sweep_dir: str) -> str:
+    """The sweep's Optuna study: its directory's name (unique among the sweeps of one --out)."""
+    return sweep_dir.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _scheduler(spec: SweepSpec):
@@ -528,6 +608,7 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
     start_ray(address, num_cpus)
     spec = fit_resources(spec, path, notify)
     sweep_dir = new_sweep_dir(out, name or spec.name)
+    searcher = _searcher(spec, sweep_dir, notify)  # refuses a storage that holds this sweep's study already
     _write_text(storage.join(sweep_dir, SPEC_FILE), Path(path).read_text())
     _write_text(storage.join(sweep_dir, SWEEP_FILE), json.dumps({
         "name": spec.name, "source": os.path.abspath(path), "sha256": spec.sha256,
@@ -538,7 +619,7 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
     tuner = tune.Tuner(
         _trainable(spec, sweep_dir), param_space=_param_space(spec),
         tune_config=tune.TuneConfig(metric=spec.tune.metric, mode=spec.tune.mode,
-                                    scheduler=_scheduler(spec), search_alg=_searcher(spec),
+                                    scheduler=_scheduler(spec), search_alg=searcher,
                                     num_samples=_num_samples(spec), reuse_actors=True,
                                     max_concurrent_trials=spec.tune.max_concurrent),
         run_config=_run_config(spec, sweep_dir, quiet))
