@@ -108,7 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         sweep_dir = run_sweep(args.file, args.profile, overrides, out=args.out, name=args.name,
-                              address=args.address, num_cpus=args.num_cpus, quiet=_quiet(args))
+                              address=args.address, num_cpus=args.num_cpus, quiet=_quiet(args),
+                              log_to=[name for item in args.log_to or [] for name in item.split(",") if name])
     except (SpecError, SweepError) as err:
         raise InvalidInput(str(err).replace("\n", "; ") if isinstance(err, SpecError) else str(err)) from None
     except SweepInterrupted as stop:
@@ -271,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     run.add_argument("--quiet", action="store_true", help="no live table")
+    run.add_argument("--log-to", action="append", metavar="TRACKER", help="also log to tensorboard, mlflow "
+                     "and/or wandb (comma-separated or repeated; added to the file's tune.loggers)")
     run.set_defaults(func=cmd_run)
 
     resume = sub.add_parser("resume", help="finish an interrupted sweep")

@@ -77,7 +77,7 @@ class FifoScheduler(_Strict):
 
 
 class AshaScheduler(_Strict):
-    """Asynchronous successive halving; times count reports (Ray's ``training_iteration``)."""
+    """Asynchronous successive halving; times count evaluations after step 0."""
 
     name: Literal["asha"] = "asha"
     grace_period: int = Field(1, ge=1)
@@ -85,7 +85,7 @@ class AshaScheduler(_Strict):
 
 
 class MedianScheduler(_Strict):
-    """Median stopping rule; times count reports."""
+    """Median stopping rule; times count evaluations after step 0."""
 
     name: Literal["median"] = "median"
     grace_period: int = Field(1, ge=1)
@@ -145,6 +145,8 @@ class TuneSpec(_Strict):
     max_concurrent: Optional[int] = Field(None, ge=1)  # None: as many as resources allow
     max_failures: int = Field(1, ge=0)  # retries of a failed trial from its last checkpoint
     resources: Resources = Resources()
+    #: experiment trackers fed through Ray Tune's logger callbacks (ablate.trackers)
+    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
 
     _named_scheduler = field_validator("scheduler", "searcher", mode="before")(_named)
 

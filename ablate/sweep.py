@@ -8,10 +8,12 @@ A sweep directory (local path or any pyarrow URI) holds::
     tune/               Ray Tune's experiment (trial state, searcher/scheduler state, checkpoints)
     samples/<trial>/    sample grids and scatters, step_<step>.png (the rows' ``samples_png``)
     optuna.db           an optuna sweep's Optuna study (or the file's ``tune.searcher.storage``)
+    mlflow.db, wandb/   trackers' records with ``tune.loggers`` (ablate.trackers; TensorBoard's are in tune/)
 
-Each trial reports every store row to the store and, at the rows that carry the tune metric (the
-evaluations), a Ray result with a checkpoint every ``log.checkpoint_every`` such results. Schedulers'
-time therefore counts evaluations (``training_iteration``).
+Each trial reports every store row to the store and to Ray (so that the trackers' logger callbacks,
+ablate.trackers, see every row, with the trainer step as Tune's ``timesteps_total``); the results of
+evaluations (``evaluated``) carry a checkpoint every ``log.checkpoint_every``. Schedulers judge only
+evaluations and final results, and their time is ``evaluations``, the number of evaluations after step 0.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import ray
 from ray import tune
+from ray.tune.result import TIMESTEPS_TOTAL
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_FILE, SPEC_FILE, TUNE_DIR = "sweep.json", "spec.yaml", "tune"
 STATE_DIR = "checkpoints"  # <sweep>/checkpoints/<trial_id>.pt: each trial's latest trainer state
+EVALUATIONS = "evaluations"  # the schedulers' time: evaluations after step 0 (``evaluations``)
 OPTUNA_DB = "optuna.db"  # <sweep>/optuna.db: the Optuna study of an optuna sweep (optuna_storage)
 #: test-only fault injection at report step ABLATE_FAULT_STEP: once (first attempt) in trials whose
 #: name contains ABLATE_FAULT_TRIALS (all trials if unset), on every attempt in trials whose name
@@ -187,9 +191,12 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, columns
         final = row["status"] != "running"
         if metric in row:
             state["last"] = row[metric]
-        if not final and (metric not in row or row["step"] == 0):
-            return  # the untrained model (step 0) is in the store, but no rung of a scheduler
-        values = {**_ray_metrics(row), metric: state["last"], "evaluated": metric in row}
+        evaluated = metric in row and row["step"] > 0  # step 0: the untrained model, no rung of a scheduler
+        values = {**_ray_metrics(row), metric: state["last"], "evaluated": evaluated,
+                  EVALUATIONS: evaluations(row["step"], cfg), TIMESTEPS_TOTAL: row["step"]}
+        if not (evaluated or final):
+            tune.report(values)  # a row between evaluations: for the trackers; schedulers skip it
+            return
         state["reports"] += 1
         if row["status"] == "diverged" or not (final or state["reports"] % every == 0):
             tune.report(values)
@@ -227,6 +234,14 @@ def _local_copy(location: str):
         path = os.path.join(tmp, os.path.basename(location))
         storage.download(location, path)
         yield path
+
+
+def evaluations(step: int, cfg) -> int:
+    """Evaluations after step 0 up to ``step``: every ``eval.every`` steps and at the last step. The
+    schedulers' time (``EVALUATIONS``): a function of the step, so a trial resumed from a checkpoint
+    counts on where it was."""
+    every, last = cfg.eval.every, cfg.train.iterations
+    return step // every + (1 if step == last and step % every else 0)
 
 
 def _store_has_rows(sweep_dir: str, trial_id: str) -> bool:
@@ -360,16 +375,33 @@ def study_name(sweep_dir: str) -> str:
     return sweep_dir.rstrip("/").rsplit("/", 1)[-1]
 
 
+class _JudgesEvaluations:
+    """A scheduler that sees only the results of evaluations and trials' last results: every store row
+    reaches Ray (for the tracker callbacks), but a row between evaluations repeats the last evaluation's
+    metric, which would count again in a running mean (median rule) or a rung."""
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if not result.get("evaluated") and result.get("status") == "running":
+            return tune.schedulers.TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+class EvaluationASHA(_JudgesEvaluations, tune.schedulers.ASHAScheduler):
+    """Ray's ASHA on evaluations."""
+
+
+class EvaluationMedianStopping(_JudgesEvaluations, tune.schedulers.MedianStoppingRule):
+    """Ray's median stopping rule on evaluations."""
+
+
 def _scheduler(spec: SweepSpec):
     sched = spec.tune.scheduler
     if sched.name == "asha":
-        return tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=sched.grace_period,
-                                             reduction_factor=sched.reduction_factor,
-                                             max_t=_evaluations_per_trial(spec))
+        return EvaluationASHA(time_attr=EVALUATIONS, grace_period=sched.grace_period,
+                              reduction_factor=sched.reduction_factor, max_t=_evaluations_per_trial(spec))
     if sched.name == "median":
-        return tune.schedulers.MedianStoppingRule(time_attr="training_iteration",
-                                                  grace_period=sched.grace_period,
-                                                  min_samples_required=sched.min_samples_required)
+        return EvaluationMedianStopping(time_attr=EVALUATIONS, grace_period=sched.grace_period,
+                                        min_samples_required=sched.min_samples_required)
     return tune.schedulers.FIFOScheduler()
 
 
@@ -513,10 +545,18 @@ class StatusWriter(tune.Callback):
                             step=(trial.last_result or {}).get("step"), error=error)
 
 
-def _run_config(spec: SweepSpec, sweep_dir: str, quiet: bool) -> tune.RunConfig:
+def _run_config(spec: SweepSpec, sweep_dir: str, quiet: bool, loggers: list[str]) -> tune.RunConfig:
     callbacks = [StatusWriter(spec, sweep_dir)]
     if not quiet:
         callbacks.append(ProgressTable(spec))
+    if loggers:
+        from . import trackers
+
+        def describe(trial) -> tuple[str, dict[str, Any]]:
+            point = _point_of(trial.config, spec)
+            return arm_label(point), trackers.trial_params(point, spec)
+
+        callbacks += trackers.callbacks(loggers, spec, sweep_dir, describe)
     return tune.RunConfig(
         name=TUNE_DIR, storage_path=_for_ray(sweep_dir),
         failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
@@ -596,10 +636,19 @@ def _fit(tuner: tune.Tuner, sweep_dir: str, command: str) -> None:
 def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict[str, Any]] = None,
               out: str = "runs", name: Optional[str] = None, address: Optional[str] = None,
               num_cpus: Optional[int] = None, quiet: bool = False,
-              notify: Callable[[str], None] = print) -> str:
+              notify: Callable[[str], None] = print, log_to: Optional[list[str]] = None) -> str:
     """Validate ``path``, start (or connect to) Ray and run the sweep; returns the sweep directory.
-    Raises :class:`SweepInterrupted` when SIGINT or SIGTERM stopped it."""
+    ``log_to`` adds trackers to the file's ``tune.loggers`` (ablate.trackers). Raises
+    :class:`SweepInterrupted` when SIGINT or SIGTERM stopped it."""
     spec = load_spec(path, profile, overrides)  # raises SpecError before anything starts
+    loggers = list(dict.fromkeys([*spec.tune.loggers, *(log_to or [])]))
+    if loggers:
+        from .trackers import TrackerError, check_trackers
+
+        try:
+            check_trackers(loggers)
+        except TrackerError as err:
+            raise SweepError(str(err)) from None
     out = storage.absolute(out)  # trials run in working directories of Ray's choosing
     try:
         storage.resolve(out)
@@ -614,6 +663,7 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
         "name": spec.name, "source": os.path.abspath(path), "sha256": spec.sha256,
         "profile": spec.profile, "overrides": spec.overrides, "workdir": spec.workdir, "num_cpus": num_cpus,
         "ray": ray.__version__, "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        "loggers": loggers,
     }, indent=2, default=str))
     notify(f"sweep {spec.name}: {sweep_dir}")
     tuner = tune.Tuner(
@@ -622,7 +672,7 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
                                     scheduler=_scheduler(spec), search_alg=searcher,
                                     num_samples=_num_samples(spec), reuse_actors=True,
                                     max_concurrent_trials=spec.tune.max_concurrent),
-        run_config=_run_config(spec, sweep_dir, quiet))
+        run_config=_run_config(spec, sweep_dir, quiet, loggers))
     _fit(tuner, sweep_dir, "run")
     results.collect(sweep_dir)
     return sweep_dir

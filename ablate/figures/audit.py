@@ -7,7 +7,7 @@ Two questions, from the recorded curves alone:
    percentile-bootstrap interval that resamples each arm's seeds (the same resample at both steps).
    tau = 1: the same order; 0: unrelated; < 0: reversed.
 2. **What would ASHA have done?** Ray Tune's ASHA (``ASHAScheduler``, one bracket) replayed on the
-   trials' curves. Time is counted in evaluations after step 0 (``training_iteration`` in
+   trials' curves. Time is counted in evaluations after step 0 (``evaluations`` in
    ``ablate.sweep``); with ``max_t`` evaluations per full trial the rungs are at ``grace * rf**k`` for
    ``k < int(log(max_t / grace) / log(rf) + 1)`` (Ray's ``_Bracket``), and at a rung a trial whose value
    is worse than the ``(1 - 1/rf)`` percentile of the values recorded there (``np.nanpercentile``, on
