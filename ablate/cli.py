@@ -108,7 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         sweep_dir = run_sweep(args.file, args.profile, overrides, out=args.out, name=args.name,
-                              address=args.address, num_cpus=args.num_cpus, quiet=_quiet(args))
+                              address=args.address, num_cpus=args.num_cpus, quiet=_quiet(args),
+                              log_to=[name for item in args.log_to or [] for name in item.split(",") if name])
     except (SpecError, SweepError) as err:
         raise InvalidInput(str(err).replace("\n", "; ") if isinstance(err, SpecError) else str(err)) from None
     except SweepInterrupted as stop:
@@ -200,15 +201,42 @@ def _default_report_dir(location: str) -> str:
     return f"{sweep.rsplit('/', 1)[-1]}-report"
 
 
+def _audit_settings(args: argparse.Namespace) -> tuple[int, int]:
+    """The ASHA settings the early-stopping audit replays: --grace-period / --reduction-factor, else
+    those of the sweep file's ``tune.scheduler`` when it names asha (a grid run with ``--set
+    tune.scheduler=fifo`` audits them), else Ray's defaults."""
+    from .figures.audit import GRACE_PERIOD, REDUCTION_FACTOR
+    from .spec import AshaScheduler
+
+    settings = {"grace_period": GRACE_PERIOD, "reduction_factor": REDUCTION_FACTOR}
+    spec_file = Path(args.dir) / "spec.yaml"
+    if "://" not in args.dir and spec_file.is_file():
+        import yaml
+
+        scheduler = ((yaml.safe_load(spec_file.read_text()) or {}).get("tune") or {}).get("scheduler")
+        if isinstance(scheduler, dict) and scheduler.get("name") == "asha":
+            file_asha = AshaScheduler.model_validate(scheduler)
+            settings = {k: getattr(file_asha, k) for k in settings}
+    for key in settings:
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if settings["grace_period"] < 1 or settings["reduction_factor"] < 2:
+        raise InvalidInput(f"--grace-period must be >= 1 and --reduction-factor >= 2, got "
+                           f"{settings['grace_period']} and {settings['reduction_factor']}")
+    return settings["grace_period"], settings["reduction_factor"]
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from .figures import load_results, make_report
 
+    grace_period, reduction_factor = _audit_settings(args)
     try:
         df = load_results(args.dir)
         out = args.output or _default_report_dir(args.dir)
         name = str(df["sweep"].dropna().iloc[0]) if "sweep" in df and df["sweep"].notna().any() \
             else Path(args.dir).name
-        report = make_report(df, out, name, baseline=args.baseline)
+        report = make_report(df, out, name, baseline=args.baseline, grace_period=grace_period,
+                             reduction_factor=reduction_factor)
     except (FileNotFoundError, ValueError) as err:
         raise InvalidInput(str(err)) from None
     print(report)
@@ -244,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     run.add_argument("--quiet", action="store_true", help="no live table")
+    run.add_argument("--log-to", action="append", metavar="TRACKER", help="also log to tensorboard, mlflow "
+                     "and/or wandb (comma-separated or repeated; added to the file's tune.loggers)")
     run.set_defaults(func=cmd_run)
 
     resume = sub.add_parser("resume", help="finish an interrupted sweep")
@@ -269,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("-o", "--output", help="output directory (default: DIR/report, or "
                                                 "./NAME-report when DIR is in a remote store)")
     figures.add_argument("--baseline", help="arm to compare the others against (paired differences)")
+    figures.add_argument("--grace-period", type=int, help="early-stopping audit: ASHA's grace period in "
+                         "evaluations (default: the sweep file's asha settings, else 1)")
+    figures.add_argument("--reduction-factor", type=int, help="early-stopping audit: ASHA's reduction "
+                         "factor (default: the sweep file's, else 4)")
     figures.set_defaults(func=cmd_figures)
     return parser
 

@@ -9,10 +9,13 @@ A sweep directory (local path or any pyarrow URI) holds::
     tune/               Ray Tune's experiment (trial state, searcher/scheduler state, checkpoints)
     samples/<trial>/    sample grids and scatters, step_<step>.png (the rows' ``samples_png``)
     ray_train/          Ray Train's records of multi-worker trials (ablate.sweep_workers)
+    optuna.db           an optuna sweep's Optuna study (or the file's ``tune.searcher.storage``)
+    mlflow.db, wandb/   trackers' records with ``tune.loggers`` (ablate.trackers; TensorBoard's are in tune/)
 
-Each trial reports every store row to the store and, at the rows that carry the tune metric (the
-evaluations), a Ray result with a checkpoint every ``log.checkpoint_every`` such results. Schedulers'
-time therefore counts evaluations (``training_iteration``).
+Each trial reports every store row to the store and to Ray (so that the trackers' logger callbacks,
+ablate.trackers, see every row, with the trainer step as Tune's ``timesteps_total``); the results of
+evaluations (``evaluated``) carry a checkpoint every ``log.checkpoint_every``. Schedulers judge only
+evaluations and final results, and their time is ``evaluations``, the number of evaluations after step 0.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from typing import Any, Callable, Optional
 import pyarrow.fs as pafs
 import ray
 from ray import tune
+from ray.tune.result import TIMESTEPS_TOTAL
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 
 TUNE_DIR = "tune"
 STATE_DIR = "checkpoints"  # <sweep>/checkpoints/<trial_id>.pt: each trial's latest trainer state
+EVALUATIONS = "evaluations"  # the schedulers' time: evaluations after step 0 (``evaluations``)
+OPTUNA_DB = "optuna.db"  # <sweep>/optuna.db: the Optuna study of an optuna sweep (optuna_storage)
 #: test-only fault injection at report step ABLATE_FAULT_STEP: once (first attempt) in trials whose
 #: name contains ABLATE_FAULT_TRIALS (all trials if unset), on every attempt in trials whose name
 #: contains ABLATE_FAULT_ALWAYS (so they end errored when their retries run out)
@@ -176,9 +182,12 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, columns
         final = row["status"] != "running"
         if metric in row:
             state["last"] = row[metric]
-        if not final and (metric not in row or row["step"] == 0):
-            return  # the untrained model (step 0) is in the store, but no rung of a scheduler
-        values = {**_ray_metrics(row), metric: state["last"]}
+        evaluated = metric in row and row["step"] > 0  # step 0: the untrained model, no rung of a scheduler
+        values = {**_ray_metrics(row), metric: state["last"], "evaluated": evaluated,
+                  EVALUATIONS: evaluations(row["step"], cfg), TIMESTEPS_TOTAL: row["step"]}
+        if not (evaluated or final):
+            tune.report(values)  # a row between evaluations: for the trackers; schedulers skip it
+            return
         state["reports"] += 1
         if row["status"] == "diverged" or not (final or state["reports"] % every == 0):
             tune.report(values)
@@ -219,6 +228,14 @@ def _local_copy(location: str):
         yield path
 
 
+def evaluations(step: int, cfg) -> int:
+    """Evaluations after step 0 up to ``step``: every ``eval.every`` steps and at the last step. The
+    schedulers' time (``EVALUATIONS``): a function of the step, so a trial resumed from a checkpoint
+    counts on where it was."""
+    every, last = cfg.eval.every, cfg.train.iterations
+    return step // every + (1 if step == last and step % every else 0)
+
+
 def _store_has_rows(sweep_dir: str, trial_id: str) -> bool:
     return storage.exists(storage.join(sweep_dir, "metrics", trial_id))
 
@@ -235,16 +252,44 @@ class SpaceSuggester:
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch tells Optuna every finished trial as COMPLETE with its last value, so a trial
-    that ASHA stopped early looks like a finished one with a truncated value and misleads TPE. Here a
-    trial whose last result is not ``completed`` is told as PRUNED (stopped early) or FAIL (diverged),
-    and only finished trials are COMPLETE."""
+    """Ray's OptunaSearch with the study kept honest in its Optuna storage (``optuna_storage``).
+
+    Ray's searcher tells Optuna every finished trial as COMPLETE with its last value, so a trial that
+    ASHA stopped early looks like a finished one with a truncated value and misleads TPE. Here a trial
+    whose last result is not ``completed`` is told as PRUNED (stopped early) or FAIL (diverged or
+    errored), and only finished trials are COMPLETE. Intermediate values are reported at the trainer's
+    step (the rows' ``step``; Ray's would be its report count), which is what optuna-dashboard plots.
+
+    Ray pickles the searcher, its study and the study's storage with the experiment (``save``): an
+    RDBStorage pickles as its URL, so a restored searcher writes to the same database. ``restore``
+    reconciles the two when the driver died between a save and a later change of the database."""
+
+    def suggest(self, trial_id: str) -> Optional[dict]:
+        """Ray's suggestion, its Optuna trial tagged with Ray's trial id (the store's ``trial_id`` ends
+        with it), so the study and the store can be joined."""
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials or "step" not in result:
+            return super().on_trial_result(trial_id, result)
+        if result.get("evaluated"):  # else the metric is the last evaluation's, repeated for Tune
+            self._ot_trials[trial_id].report(float(result[self.metric]), int(result["step"]))
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
         from optuna.trial import TrialState
 
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result, error)
+        ot_trial = self._ot_trials[trial_id]
+        if self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+            self._completed_trials.add(trial_id)  # told before the driver died, after Ray's last save
+            return
+        if result and result.get("evaluated") and "step" in result:
+            # Tune gives the result that ends a trial (ASHA's STOP, the last one) to on_trial_complete only
+            ot_trial.report(float(result[self.metric]), int(result["step"]))
         status = (result or {}).get("status")
         if error or status in ("diverged", "errored"):
             state, value = TrialState.FAIL, None
@@ -252,11 +297,39 @@ class PruningAwareOptunaSearch(OptunaSearch):
             state, value = TrialState.PRUNED, None
         else:
             state, value = TrialState.COMPLETE, result.get(self.metric)
-        self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+        self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's saved searcher, then the study brought in line with it: a trial the database holds as
+        RUNNING that the saved searcher never handed out (asked after Ray's last save of a driver that was
+        then killed) will never report and is told FAIL; a trial the database already holds as finished
+        is not told again."""
+        from optuna.trial import TrialState
 
-def _searcher(spec: SweepSpec):
+        super().restore(checkpoint_path)
+        known = {trial._trial_id: trial_id for trial_id, trial in self._ot_trials.items()}
+        for frozen in self._ot_study.get_trials(deepcopy=False):
+            if frozen._trial_id not in known and frozen.state == TrialState.RUNNING:
+                log.warning("optuna study %s: trial %d was asked after Ray's last save of the searcher and "
+                            "never ran; marked FAIL", self._ot_study.study_name, frozen.number)
+                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+            elif frozen._trial_id in known and frozen.state.is_finished():
+                self._completed_trials.add(known[frozen._trial_id])
+
+
+def optuna_storage(spec: SweepSpec, sweep_dir: str) -> Optional[str]:
+    """Where the sweep's Optuna study lives: the file's ``tune.searcher.storage``, else
+    ``sqlite:///<sweep dir>/optuna.db`` for a sweep on this machine's filesystem; None (the study lives in
+    Ray's searcher state only) for a sweep in a remote store without a storage URL."""
+    if spec.tune.searcher.storage:
+        return spec.tune.searcher.storage
+    if storage.is_local(sweep_dir):
+        return f"sqlite:///{os.path.join(storage.local_path(sweep_dir), OPTUNA_DB)}"
+    return None
+
+
+def _searcher(spec: SweepSpec, sweep_dir: str, notify: Callable[[str], None]):
     s = spec.tune.searcher
     if s.name != "optuna":
         return None
@@ -265,23 +338,62 @@ def _searcher(spec: SweepSpec):
     samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
                 "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
                 "gp": optuna.samplers.GPSampler}
+    url, study = optuna_storage(spec, sweep_dir), study_name(sweep_dir)
+    ot_storage = None
+    if url is None:
+        notify(f"optuna: {sweep_dir} is not on this machine and the file names no tune.searcher.storage: the "
+               "study lives in Ray's searcher state only")
+    else:
+        if storage.is_local(sweep_dir):  # the default database's directory: the new sweep's own
+            os.makedirs(storage.local_path(sweep_dir), exist_ok=True)
+        try:
+            ot_storage = optuna.storages.RDBStorage(url)
+        except Exception as err:  # SQLAlchemy: unknown dialect, missing driver, unreachable server
+            raise SweepError(f"tune.searcher.storage {url}: Optuna cannot open it ({err})") from None
+        if study in optuna.study.get_all_study_names(ot_storage):
+            raise SweepError(f"tune.searcher.storage {url}: already holds a study named {study!r}; "
+                             "`ablate resume` continues that sweep, or give the new one another --name")
+        notify(f"optuna study {study}: {url} (optuna-dashboard {url})")
     search = PruningAwareOptunaSearch(space=SpaceSuggester(spec), metric=spec.tune.metric,
-                                      mode=spec.tune.mode, sampler=samplers[s.sampler](seed=s.seed))
+                                      mode=spec.tune.mode, sampler=samplers[s.sampler](seed=s.seed),
+                                      study_name=study, storage=ot_storage)
     if spec.tune.max_concurrent:
         return ConcurrencyLimiter(search, max_concurrent=spec.tune.max_concurrent)
     return search
 
 
+def study_name(sweep_dir: str) -> str:
+    """The sweep's Optuna study: its directory's name (unique among the sweeps of one --out)."""
+    return sweep_dir.rstrip("/").rsplit("/", 1)[-1]
+
+
+class _JudgesEvaluations:
+    """A scheduler that sees only the results of evaluations and trials' last results: every store row
+    reaches Ray (for the tracker callbacks), but a row between evaluations repeats the last evaluation's
+    metric, which would count again in a running mean (median rule) or a rung."""
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if not result.get("evaluated") and result.get("status") == "running":
+            return tune.schedulers.TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+class EvaluationASHA(_JudgesEvaluations, tune.schedulers.ASHAScheduler):
+    """Ray's ASHA on evaluations."""
+
+
+class EvaluationMedianStopping(_JudgesEvaluations, tune.schedulers.MedianStoppingRule):
+    """Ray's median stopping rule on evaluations."""
+
+
 def _scheduler(spec: SweepSpec):
     sched = spec.tune.scheduler
     if sched.name == "asha":
-        return tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=sched.grace_period,
-                                             reduction_factor=sched.reduction_factor,
-                                             max_t=_evaluations_per_trial(spec))
+        return EvaluationASHA(time_attr=EVALUATIONS, grace_period=sched.grace_period,
+                              reduction_factor=sched.reduction_factor, max_t=_evaluations_per_trial(spec))
     if sched.name == "median":
-        return tune.schedulers.MedianStoppingRule(time_attr="training_iteration",
-                                                  grace_period=sched.grace_period,
-                                                  min_samples_required=sched.min_samples_required)
+        return EvaluationMedianStopping(time_attr=EVALUATIONS, grace_period=sched.grace_period,
+                                        min_samples_required=sched.min_samples_required)
     return tune.schedulers.FIFOScheduler()
 
 
@@ -414,10 +526,18 @@ class StatusWriter(tune.Callback):
                             step=(trial.last_result or {}).get("step"), error=error)
 
 
-def _run_config(spec: SweepSpec, sweep_dir: str, quiet: bool) -> tune.RunConfig:
+def _run_config(spec: SweepSpec, sweep_dir: str, quiet: bool, loggers: list[str]) -> tune.RunConfig:
     callbacks = [StatusWriter(spec, sweep_dir)]
     if not quiet:
         callbacks.append(ProgressTable(spec))
+    if loggers:
+        from . import trackers
+
+        def describe(trial) -> tuple[str, dict[str, Any]]:
+            point = _point_of(trial.config, spec)
+            return arm_label(point), trackers.trial_params(point, spec)
+
+        callbacks += trackers.callbacks(loggers, spec, sweep_dir, describe)
     return tune.RunConfig(
         name=TUNE_DIR, storage_path=_for_ray(sweep_dir),
         failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
@@ -497,10 +617,19 @@ def _fit(tuner: tune.Tuner, sweep_dir: str, command: str) -> None:
 def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict[str, Any]] = None,
               out: str = "runs", name: Optional[str] = None, address: Optional[str] = None,
               num_cpus: Optional[int] = None, quiet: bool = False,
-              notify: Callable[[str], None] = print) -> str:
+              notify: Callable[[str], None] = print, log_to: Optional[list[str]] = None) -> str:
     """Validate ``path``, start (or connect to) Ray and run the sweep; returns the sweep directory.
-    Raises :class:`SweepInterrupted` when SIGINT or SIGTERM stopped it."""
+    ``log_to`` adds trackers to the file's ``tune.loggers`` (ablate.trackers). Raises
+    :class:`SweepInterrupted` when SIGINT or SIGTERM stopped it."""
     spec = load_spec(path, profile, overrides)  # raises SpecError before anything starts
+    loggers = list(dict.fromkeys([*spec.tune.loggers, *(log_to or [])]))
+    if loggers:
+        from .trackers import TrackerError, check_trackers
+
+        try:
+            check_trackers(loggers)
+        except TrackerError as err:
+            raise SweepError(str(err)) from None
     out = storage.absolute(out)  # trials run in working directories of Ray's choosing
     try:
         storage.resolve(out)
@@ -509,23 +638,25 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
     start_ray(address, num_cpus)
     spec = fit_resources(spec, path, notify)
     sweep_dir = new_sweep_dir(out, name or spec.name)
+    searcher = _searcher(spec, sweep_dir, notify)  # refuses a storage that holds this sweep's study already
     _write_text(storage.join(sweep_dir, SPEC_FILE), Path(path).read_text())
     _write_text(storage.join(sweep_dir, SWEEP_FILE), json.dumps({
         "name": spec.name, "source": os.path.abspath(path), "sha256": spec.sha256,
         "profile": spec.profile, "overrides": spec.overrides, "workdir": spec.workdir, "num_cpus": num_cpus,
         "ray": ray.__version__, "started": _dt.datetime.now().isoformat(timespec="seconds"),
         "table": table_view(spec),  # what `ablate status` shows, so that it needs neither the spec nor Ray
+        "loggers": loggers,
     }, indent=2, default=str))
     notify(f"sweep {spec.name}: {sweep_dir}")
     tuner = tune.Tuner(
         _trainable(spec, sweep_dir), param_space=_param_space(spec),
         tune_config=tune.TuneConfig(metric=spec.tune.metric, mode=spec.tune.mode,
-                                    scheduler=_scheduler(spec), search_alg=_searcher(spec),
+                                    scheduler=_scheduler(spec), search_alg=searcher,
                                     num_samples=_num_samples(spec),
                                     # a multi-worker trial's Ray Train run must end with its actor
                                     reuse_actors=not sweep_workers.multi_worker(spec),
                                     max_concurrent_trials=spec.tune.max_concurrent),
-        run_config=_run_config(spec, sweep_dir, quiet))
+        run_config=_run_config(spec, sweep_dir, quiet, loggers))
     _fit(tuner, sweep_dir, "run")
     results.collect(sweep_dir)
     return sweep_dir

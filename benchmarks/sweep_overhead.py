@@ -15,6 +15,8 @@ Prints, measured side by side in one run:
     python benchmarks/sweep_overhead.py                    # ~22 minutes on 2 idle cores (~75 s trials)
     python benchmarks/sweep_overhead.py --iterations 2000  # ~10 minutes (~30 s trials)
     python benchmarks/sweep_overhead.py --quick      # smoke run, numbers meaningless
+    python benchmarks/sweep_overhead.py --beta-grid runs/bench   # only the beta grid, kept, and its
+                                                                 # early-stopping audit (ASHA grace 1, rf 3)
 """
 from __future__ import annotations
 
@@ -141,15 +143,39 @@ def final_values(rows: pd.DataFrame, metric: str = "w2_1step") -> pd.Series:
     return finals.set_index("arm")[metric].sort_values()
 
 
+def audit_beta_grid(out: str, iterations: int, seeds: list[int]) -> None:
+    """The beta sweep's file with ASHA (grace 1, reduction 3) run as a full grid (``--set
+    tune.scheduler=fifo``), then ``ablate figures``, whose early-stopping audit replays the file's ASHA."""
+    spec = beta_spec(iterations, {"name": "asha", "grace_period": 1, "reduction_factor": 3})
+    spec["name"], spec["seeds"] = "beta_toy_asha", seeds
+    os.makedirs(out, exist_ok=True)
+    path = write_spec(spec, out)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ablate.cli", "run", path, "--out", out, "--num-cpus", "2",
+                    "--quiet", "--set", "tune.scheduler=fifo"], check=True, cwd=ROOT,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    print(f"grid: {time.perf_counter() - start:.0f}s")
+    report = subprocess.run([sys.executable, "-m", "ablate.cli", "figures", os.path.join(out, spec["name"])],
+                            check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True).stdout.strip()
+    text = Path(report).read_text()
+    print(text[text.index("## Early stopping audit"):text.index("![Kendall")])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny trials: checks the script runs")
     parser.add_argument("--iterations", type=int, default=6000, help="steps per overhead trial")
     parser.add_argument("--beta-iterations", type=int, default=1600, help="steps per beta trial")
+    parser.add_argument("--beta-grid", metavar="OUT", help="run only the beta sweep's grid into OUT (kept) and "
+                        "print the early-stopping audit of its file's ASHA settings (ablate figures)")
+    parser.add_argument("--beta-seeds", type=int, nargs="+", default=[0], help="seeds of the beta sweep")
     parser.add_argument("--plain-loop", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_loop:
         return plain_loop(args.plain_loop)
+    if args.beta_grid:
+        return audit_beta_grid(args.beta_grid, args.beta_iterations, args.beta_seeds)
     iters, beta_iters = (100, 80) if args.quick else (args.iterations, args.beta_iterations)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,8 @@
 
 What is drawn depends on the data alone: the metrics present (FID for images, W2 for low-dimensional
 data, gradient variance, transport cost, KL), the swept keys (importance needs two or more) and a
-baseline arm when one is named. A running sweep (partial data) gets the same report over what has
+baseline arm when one is named. An early-stopping audit (ablate.figures.audit) replays ASHA on the curves
+of a sweep whose trials ran to the end. A running sweep (partial data) gets the same report over what has
 been reported so far, its header saying how many trials are still running and up to which step; errored
 and diverged trials are listed and marked.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ablate.figures.audit import GRACE_PERIOD, REDUCTION_FACTOR, audit_section
 from ablate.figures.frame import (FAILED_STATUSES, arm_order, check_results, main_metric,
                                   metrics_present, swept_keys, trial_outcomes)
 from ablate.figures.importance import param_importances, plot_importances
@@ -94,7 +96,7 @@ def _progress_note(df: pd.DataFrame) -> list[str]:
 
 
 def _part_sections(df: pd.DataFrame, writer: _Writer, sweep_name: str, swept: list[str],
-                   baseline: str | None) -> None:
+                   baseline: str | None, asha: tuple[int, int]) -> None:
     present = metrics_present(df)
     try:
         main = main_metric(df)
@@ -132,6 +134,13 @@ def _part_sections(df: pd.DataFrame, writer: _Writer, sweep_name: str, swept: li
         fid = main if main.startswith(("fid", "w2")) else None
         writer.figure(plot_grad_variance(df, sweep_name, fid_metric=fid), "grad_variance",
                       "Gradient variance (VCT Fig. 3 style)" + (f" and {fid}" if fid else ""))
+    writer.lines += ["## Early stopping audit", "",
+                     "Would ASHA have kept the best arm? (every main metric is lower-is-better)", ""]
+    lines, figure, _ = audit_section(df, main, "min", *asha)
+    writer.lines += lines
+    if figure is not None:
+        writer.figure(figure, f"rank_agreement_{main}",
+                      f"Kendall tau between the arms' ranking by {main} at each step and at the end")
     if len(swept) >= 2:
         writer.lines += ["## Parameter importance", ""]
         try:
@@ -145,12 +154,14 @@ def _part_sections(df: pd.DataFrame, writer: _Writer, sweep_name: str, swept: li
 
 
 def make_report(df: pd.DataFrame, out_dir: str | Path, sweep_name: str,
-                swept: list[str] | None = None, baseline: str | None = None) -> Path:
+                swept: list[str] | None = None, baseline: str | None = None,
+                grace_period: int = GRACE_PERIOD, reduction_factor: int = REDUCTION_FACTOR) -> Path:
     """Write the figures (PNG and PDF under ``out_dir/figures``), the tables (``table.md``,
     ``table.tex``) and ``out_dir/report.md`` that shows them; return the report's path.
 
     ``swept`` overrides the swept keys inferred from the data; ``baseline`` names an arm to compare
-    every other arm against, seed by seed.
+    every other arm against, seed by seed; ``grace_period`` and ``reduction_factor`` are the ASHA
+    settings the early-stopping audit replays (:mod:`ablate.figures.audit`).
     """
     check_results(df)
     out_dir = Path(out_dir)
@@ -172,7 +183,7 @@ def make_report(df: pd.DataFrame, out_dir: str | Path, sweep_name: str,
         writer = _Writer(out_dir, suffix)
         if suffix:
             writer.lines += [f"# FID features: {suffix}", ""]
-        _part_sections(part, writer, sweep_name, swept, baseline)
+        _part_sections(part, writer, sweep_name, swept, baseline, (grace_period, reduction_factor))
         lines += writer.lines
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))

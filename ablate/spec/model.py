@@ -45,7 +45,7 @@ class FifoScheduler(_Strict):
 
 
 class AshaScheduler(_Strict):
-    """Asynchronous successive halving; times count reports (Ray's ``training_iteration``)."""
+    """Asynchronous successive halving; times count evaluations after step 0."""
 
     name: Literal["asha"] = "asha"
     grace_period: int = Field(1, ge=1)
@@ -53,7 +53,7 @@ class AshaScheduler(_Strict):
 
 
 class MedianScheduler(_Strict):
-    """Median stopping rule; times count reports."""
+    """Median stopping rule; times count evaluations after step 0."""
 
     name: Literal["median"] = "median"
     grace_period: int = Field(1, ge=1)
@@ -71,10 +71,14 @@ class RandomSearcher(_Strict):
 
 
 class OptunaSearcher(_Strict):
+    """``storage``: an Optuna storage URL for the sweep's study (any SQLAlchemy URL, such as
+    ``postgresql://user@head/optuna``); None: ``sqlite:///<sweep dir>/optuna.db``."""
+
     name: Literal["optuna"] = "optuna"
     num_samples: int = Field(ge=1)
     sampler: Literal["tpe", "random", "cmaes", "qmc", "gp"] = "tpe"
     seed: Optional[int] = None
+    storage: Optional[str] = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class Resources(_Strict):
@@ -109,6 +113,8 @@ class TuneSpec(_Strict):
     max_concurrent: Optional[int] = Field(None, ge=1)  # None: as many as resources allow
     max_failures: int = Field(1, ge=0)  # retries of a failed trial from its last checkpoint
     resources: Resources = Resources()
+    #: experiment trackers fed through Ray Tune's logger callbacks (ablate.trackers)
+    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
 
     _named_scheduler = field_validator("scheduler", "searcher", mode="before")(_named)
 
