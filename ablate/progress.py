@@ -1,4 +1,4 @@
-"""A sweep's record and its progress table, live (``ablate.sweep.ProgressTable``) and from disk
+"""A sweep's record and its progress table, live (``ablate.sweep_callbacks.ProgressTable``) and from disk
 (``ablate status``), without Ray: ``ablate status`` imports neither ray nor torch.
 
 The table needs the sweep's metric, its mode, the trials' iterations and the arms of the fixed design;

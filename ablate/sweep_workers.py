@@ -10,7 +10,7 @@ The Tune trial is the driver of a Ray Train ``TorchTrainer`` (Ray Train V2, the 
 
 Rank 0 alone evaluates and writes: rows to the store (:func:`ablate.trial.run_trial`), sample pictures,
 the trainer state every ``log.checkpoint_every`` results; it sends each Tune result through a Ray queue
-to the trial, which reports it to Tune with a checkpoint marker exactly as :func:`ablate.sweep.train_point`
+to the trial, which reports it to Tune with a checkpoint marker exactly as :func:`ablate.sweep_trial.train_point`
 does (Ray's own ``TuneReportCallback`` forwards metrics only, so Tune would hold no checkpoint to resume
 from). Every rank loads the same state file when the trial resumes. A failed worker fails the Ray Train
 run (``FailureConfig(max_failures=0)``), hence the Tune trial, which Tune retries from its last
@@ -33,11 +33,11 @@ from ray import tune
 
 from . import storage
 from .spec import SweepSpec
-from .sweep import (FAULT_STEP_ENV, STATE_DIR, _for_ray, _local_copy, _point_of, _fault_due, _ray_metrics,
+from .sweep_trial import (FAULT_STEP_ENV, STATE_DIR, _for_ray, _local_copy, _point_of, _fault_due, _ray_metrics,
                     _save_state, _store_has_rows, point_columns)
 from .train.columns import ColumnTypes
 
-#: test-only: where ablate.sweep's FAULT_* variables would raise (step, trials, attempts), the worker of
+#: test-only: where ablate.sweep_trial's FAULT_* variables would raise (step, trials, attempts), the worker of
 #: this rank kills its own process instead (SIGKILL): a worker lost mid-run, not an exception
 FAULT_KILL_RANK_ENV = "ABLATE_FAULT_KILL_RANK"
 #: the memory (bytes) a multi-worker trial's driver reserves: its only resource (workers reserve theirs)
@@ -160,7 +160,7 @@ def _worker_loop(loop: dict[str, Any]) -> None:
 
     def fault(row: dict[str, Any]) -> None:
         """The test-only faults: this rank's process killed (FAULT_KILL_RANK_ENV), else rank 0 raising
-        as a one-worker trial does (ablate.sweep's FAULT_* variables)."""
+        as a one-worker trial does (ablate.sweep_trial's FAULT_* variables)."""
         if kill_rank is None:
             if rank == 0 and _fault_due(trial_id, row["step"], loop["first_attempt"]):
                 raise RuntimeError(f"injected fault at step {row['step']} ({FAULT_STEP_ENV})")
@@ -188,9 +188,9 @@ def _worker_loop(loop: dict[str, Any]) -> None:
 
 
 def _rank0_reporter(loop: dict[str, Any], cfg, fault):
-    """Rank 0's hook after each stored row: what :func:`ablate.sweep.train_point`'s does, with the Tune
+    """Rank 0's hook after each stored row: what :func:`ablate.sweep_trial.train_point`'s does, with the Tune
     result sent to the trial's queue instead of reported here."""
-    spec, trial_id, state_file, results = loop["spec"], loop["trial_id"], loop["state_file"], loop["results"]
+    spec, state_file, results = loop["spec"], loop["state_file"], loop["results"]
     metric, every = spec.tune.metric, cfg.log.checkpoint_every
     state = {"reports": 0, "last": math.nan}
 

@@ -1,6 +1,6 @@
 """Experiment trackers through Ray Tune's own logger callbacks (``tune.loggers`` / ``ablate run --log-to``).
 
-Every store row reaches Ray as a result (ablate.sweep.train_point), so these callbacks see every row:
+Every store row reaches Ray as a result (ablate.sweep_trial.train_point), so these callbacks see every row:
 metrics, ``images_seen``, ``wall_s``, ``status``, at the trainer step (Tune's ``timesteps_total``).
 
 - ``tensorboard``: Ray's ``TBXLoggerCallback``: event files in each trial's directory under

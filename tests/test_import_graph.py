@@ -127,5 +127,10 @@ def test_figures_never_reach_the_trainer():
     assert offenders == set()
 
 
-def test_only_sweep_imports_ray():
-    assert {name for name in MODULES if "ray" in _third_party(name)} == {"ablate.sweep"}
+#: the modules that know Ray (design.md section 3; README *Development*): the sweep and its parts
+RAY_MODULES = {"ablate.sweep", "ablate.sweep_trial", "ablate.sweep_search", "ablate.sweep_callbacks",
+               "ablate.sweep_workers", "ablate.trackers"}
+
+
+def test_only_the_sweep_modules_import_ray():
+    assert {name for name in MODULES if "ray" in _third_party(name)} == RAY_MODULES

@@ -114,7 +114,7 @@ def test_restore_reconciles_the_study_with_the_searcher_ray_saved(tmp_path: Path
     """A driver killed after Ray's last save of the searcher: the database may hold a trial asked since
     (it never ran: FAIL) and a trial told since (not told again when Ray completes it on resume)."""
     from ablate.spec import load_spec
-    from ablate.sweep import _searcher
+    from ablate.sweep_search import _searcher
 
     spec = load_spec(str(write_space(tmp_path, SPEC)))
     sweep = tmp_path / "runs" / "study"

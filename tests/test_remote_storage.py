@@ -22,7 +22,8 @@ from ablate.cli import main
 from ablate.results import TrialWriter
 from ablate.spec import load_spec
 from ablate.storage import local_path
-from ablate.sweep import SPEC_FILE, SWEEP_FILE, point_columns
+from ablate.progress import SPEC_FILE, SWEEP_FILE
+from ablate.sweep_trial import point_columns
 from ablate.trial import prepare_trial, run_trial
 from toy import ROOT, ablate_cli, cli_env, toy_space, write_space
 

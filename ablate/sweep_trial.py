@@ -1,0 +1,184 @@
+"""One trial of a sweep inside Ray Tune: its point, its columns, the trainable that trains it and
+reports every store row to Tune with checkpoint markers (a Ray module, beside :mod:`ablate.sweep`)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import tempfile
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.result import TIMESTEPS_TOTAL
+
+from . import storage
+from .progress import arm_label
+from .spec import Point, SweepSpec, make_point
+from .train.columns import ColumnTypes, merge_columns, row_columns
+
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "checkpoints"  # <sweep>/checkpoints/<trial_id>.pt: each trial's latest trainer state
+EVALUATIONS = "evaluations"  # the schedulers' time: evaluations after step 0 (``evaluations``)
+#: test-only fault injection at report step ABLATE_FAULT_STEP: once (first attempt) in trials whose
+#: name contains ABLATE_FAULT_TRIALS (all trials if unset), on every attempt in trials whose name
+#: contains ABLATE_FAULT_ALWAYS (so they end errored when their retries run out)
+FAULT_STEP_ENV, FAULT_TRIALS_ENV, FAULT_ALWAYS_ENV = "ABLATE_FAULT_STEP", "ABLATE_FAULT_TRIALS", "ABLATE_FAULT_ALWAYS"
+
+
+def _for_ray(location: str) -> str:
+    """How Ray Tune takes a location: a local path as a path, any other URI as it is."""
+    return storage.local_path(location) if storage.is_local(location) else location
+
+
+# ------------------------------------------------------------------------------------- points
+def point_columns(point: Point, spec: SweepSpec) -> dict[str, Any]:
+    return {"sweep": spec.name, "arm": arm_label(point), "variant": point.variant,
+            "point_key": point.key}
+
+
+#: where a trial ran (``train_point``): the Ray node and the GPUs Ray assigned
+PLACEMENT_COLUMNS = {"node_id": str, "ray_gpu_ids": str}
+
+
+def sweep_columns(spec: SweepSpec) -> ColumnTypes:
+    """The columns of every row of every trial of the sweep (the union over its probe points), so
+    that all its files share one schema and any Parquet reader of the store sees every column."""
+    from .data import describe_dataset
+
+    parts = [PLACEMENT_COLUMNS]
+    for params, variant in spec.probe_points():
+        cfg = spec.config_for(params, variant, spec.seeds[0])
+        extra = point_columns(make_point(params, variant, spec.seeds[0]), spec)
+        parts.append(row_columns(cfg, describe_dataset(cfg.data).kind, True, extra))
+    return merge_columns(*parts)
+
+
+# ------------------------------------------------------------------------------------ trainable
+def _point_of(config: dict[str, Any], spec: SweepSpec) -> Point:
+    if "point" in config:  # grid / random: the full point was enumerated up front
+        p = config["point"]
+        return make_point(p["params"], p["variant"], p["seed"])
+    params = {k: v for k, v in config.items()}
+    return make_point(params, None, spec.seeds[0])
+
+
+def _fault_due(trial_id: str, step: int, attempt_first: bool) -> bool:
+    at = os.environ.get(FAULT_STEP_ENV)
+    if not at or int(at) != step:
+        return False
+    always = os.environ.get(FAULT_ALWAYS_ENV)
+    if always and always in trial_id:
+        return True
+    which = os.environ.get(FAULT_TRIALS_ENV)
+    return attempt_first and (which is None or which in trial_id)
+
+
+def _ray_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """The numeric and short string fields of a row that Ray keeps in its result table."""
+    return {k: v for k, v in row.items() if "." not in k and isinstance(v, (int, float, str, bool))}
+
+
+def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, columns: ColumnTypes) -> None:
+    """The Ray Tune trainable: one point of the search space, one seed."""
+    # imported here, in the trial's worker: the driver (and `ablate status`) never trains, and torch
+    # with the evaluation stack (POT loads scikit-learn and scipy.stats) costs it ~3 s to import
+    import torch
+
+    from .trial import prepare_trial, run_trial
+
+    point = _point_of(config, spec)
+    context = tune.get_context()
+    trial_id = point.trial_name if "point" in config else f"{context.get_trial_name()}"
+    resources = context.get_trial_resources().required_resources
+    torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
+    gpu_ids = ray.get_gpu_ids()  # Ray sets CUDA_VISIBLE_DEVICES to these, so "cuda" is the assigned one
+    device = torch.device("cuda" if gpu_ids and torch.cuda.is_available() else "cpu")
+    if gpu_ids and device.type == "cpu":
+        log.warning("trial %s: Ray assigned GPU %s but CUDA is not available; training on CPU",
+                    trial_id, gpu_ids)
+    cfg = spec.config_for(point.params, point.variant, point.seed)
+    if cfg.train.device == "auto":
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": device.type})})
+    placement = {"node_id": ray.get_runtime_context().get_node_id(),
+                 "ray_gpu_ids": ",".join(str(gpu) for gpu in gpu_ids)}
+    setup = prepare_trial(cfg, sweep_dir, {**point_columns(point, spec), **placement}, device,
+                          pictures_under=f"samples/{trial_id}",  # next to the store, wherever that is
+                          schema=columns)
+
+    # Tune's checkpoints are markers ("this trial has state to continue from"); the state itself is one
+    # file per trial in the store, replaced whole at each checkpoint. Tune deletes old checkpoints before
+    # its experiment state on storage stops naming them, so a driver killed in between would leave a
+    # resume that restores from (or deletes) a checkpoint that is gone; markers are never deleted.
+    state_file = storage.join(sweep_dir, STATE_DIR, f"{trial_id}.pt")
+    resume = tune.get_checkpoint() is not None
+    first_attempt = not resume and not _store_has_rows(sweep_dir, trial_id)
+    metric, every = spec.tune.metric, cfg.log.checkpoint_every
+    state = {"reports": 0, "last": math.nan}
+
+    def report(row: dict[str, Any], trainer, _checkpoint_due: bool) -> None:
+        if _fault_due(trial_id, row["step"], first_attempt):
+            raise RuntimeError(f"injected fault at step {row['step']} ({FAULT_STEP_ENV})")
+        final = row["status"] != "running"
+        if metric in row:
+            state["last"] = row[metric]
+        evaluated = metric in row and row["step"] > 0  # step 0: the untrained model, no rung of a scheduler
+        values = {**_ray_metrics(row), metric: state["last"], "evaluated": evaluated,
+                  EVALUATIONS: evaluations(row["step"], cfg), TIMESTEPS_TOTAL: row["step"]}
+        if not (evaluated or final):
+            tune.report(values)  # a row between evaluations: for the trackers; schedulers skip it
+            return
+        state["reports"] += 1
+        if row["status"] == "diverged" or not (final or state["reports"] % every == 0):
+            tune.report(values)
+            return
+        _save_state(trainer, state_file)
+        with tempfile.TemporaryDirectory() as marker:
+            with open(os.path.join(marker, "step.json"), "w") as out:
+                json.dump({"step": row["step"], "state": state_file}, out)
+            tune.report(values, checkpoint=tune.Checkpoint.from_directory(marker))
+
+    if resume and not storage.exists(state_file):
+        raise RuntimeError(f"{state_file}: missing: Ray Tune has a checkpoint of trial {trial_id} but "
+                           "the trainer state it marks is gone")
+    with _local_copy(state_file) if resume else contextlib.nullcontext() as resume_from:
+        run_trial(setup, sweep_dir, trial_id, resume_from=resume_from, on_report=report,
+                  summary_metric=(metric, spec.tune.mode))
+
+
+def _save_state(trainer, location: str) -> None:
+    """The trainer's state to ``location``, replacing the previous one whole (never half-written)."""
+    if storage.is_local(location):
+        trainer.save(storage.local_path(location))  # a temporary file renamed into place
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer.save(os.path.join(tmp, "trainer.pt"))
+        storage.upload(os.path.join(tmp, "trainer.pt"), location)
+
+
+@contextlib.contextmanager
+def _local_copy(location: str):
+    """A local path to the file at ``location``: itself when local, else a download removed afterwards."""
+    if storage.is_local(location):
+        yield storage.local_path(location)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, os.path.basename(location))
+        storage.download(location, path)
+        yield path
+
+
+def evaluations(step: int, cfg) -> int:
+    """Evaluations after step 0 up to ``step``: every ``eval.every`` steps and at the last step. The
+    schedulers' time (``EVALUATIONS``): a function of the step, so a trial resumed from a checkpoint
+    counts on where it was."""
+    every, last = cfg.eval.every, cfg.train.iterations
+    return step // every + (1 if step == last and step % every else 0)
+
+
+def _store_has_rows(sweep_dir: str, trial_id: str) -> bool:
+    return storage.exists(storage.join(sweep_dir, "metrics", trial_id))
