@@ -124,7 +124,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--figures", help="PNG directory (default: next to --out, named after it)")
     args = parser.parse_args(argv)
 
-    runs_dir = Path(args.runs_dir).expanduser().resolve()  # `ablate run` needs an absolute --out
+    runs_dir = Path(os.path.abspath(Path(args.runs_dir).expanduser()))  # `ablate run` needs an absolute --out
     try:
         claims: ClaimsFile = load_claims(args.claims)
         specs = {f: load_spec(Path(args.spaces) / f"{f}.yaml", args.profile) for f in claims.files}
