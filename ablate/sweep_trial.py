@@ -3,12 +3,13 @@ reports every store row to Tune with checkpoint markers (a Ray module, beside :m
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import math
 import os
 import tempfile
-from typing import Any
+from typing import Any, Callable, Optional
 
 import ray
 from ray import tune
@@ -24,10 +25,11 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = "checkpoints"  # <sweep>/checkpoints/<trial_id>.pt: each trial's latest trainer state
 EVALUATIONS = "evaluations"  # the schedulers' time: evaluations after step 0 (``evaluations``)
-#: test-only fault injection at report step ABLATE_FAULT_STEP: once (first attempt) in trials whose
-#: name contains ABLATE_FAULT_TRIALS (all trials if unset), on every attempt in trials whose name
-#: contains ABLATE_FAULT_ALWAYS (so they end errored when their retries run out)
-FAULT_STEP_ENV, FAULT_TRIALS_ENV, FAULT_ALWAYS_ENV = "ABLATE_FAULT_STEP", "ABLATE_FAULT_TRIALS", "ABLATE_FAULT_ALWAYS"
+#: the report hook (README *Development*): ``module:function``, called in every trial process after each
+#: row as ``function(trial_id, row, rank, first_attempt)``; what it raises fails the trial as any error
+#: does. The tests inject their faults through it (tests/faults.py).
+REPORT_HOOK_ENV = "ABLATE_REPORT_HOOK"
+ReportHook = Callable[[str, dict[str, Any], int, bool], None]
 
 
 def _for_ray(location: str) -> str:
@@ -67,15 +69,13 @@ def _point_of(config: dict[str, Any], spec: SweepSpec) -> Point:
     return make_point(params, None, spec.seeds[0])
 
 
-def _fault_due(trial_id: str, step: int, attempt_first: bool) -> bool:
-    at = os.environ.get(FAULT_STEP_ENV)
-    if not at or int(at) != step:
-        return False
-    always = os.environ.get(FAULT_ALWAYS_ENV)
-    if always and always in trial_id:
-        return True
-    which = os.environ.get(FAULT_TRIALS_ENV)
-    return attempt_first and (which is None or which in trial_id)
+def report_hook() -> Optional[ReportHook]:
+    """The function ``ABLATE_REPORT_HOOK`` names, or None."""
+    name = os.environ.get(REPORT_HOOK_ENV)
+    if not name:
+        return None
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _ray_metrics(row: dict[str, Any]) -> dict[str, Any]:
@@ -120,9 +120,11 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, columns
     metric, every = spec.tune.metric, cfg.log.checkpoint_every
     state = {"reports": 0, "last": math.nan}
 
+    hook = report_hook()
+
     def report(row: dict[str, Any], trainer, _checkpoint_due: bool) -> None:
-        if _fault_due(trial_id, row["step"], first_attempt):
-            raise RuntimeError(f"injected fault at step {row['step']} ({FAULT_STEP_ENV})")
+        if hook is not None:
+            hook(trial_id, row, 0, first_attempt)
         final = row["status"] != "running"
         if metric in row:
             state["last"] = row[metric]

@@ -22,7 +22,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import tempfile
 import threading
 import uuid
@@ -33,13 +32,10 @@ from ray import tune
 
 from . import storage
 from .spec import SweepSpec
-from .sweep_trial import (FAULT_STEP_ENV, STATE_DIR, _for_ray, _local_copy, _point_of, _fault_due, _ray_metrics,
-                    _save_state, _store_has_rows, point_columns)
+from .sweep_trial import (STATE_DIR, _for_ray, _local_copy, _point_of, _ray_metrics, _save_state,
+                          _store_has_rows, point_columns, report_hook)
 from .train.columns import ColumnTypes
 
-#: test-only: where ablate.sweep_trial's FAULT_* variables would raise (step, trials, attempts), the worker of
-#: this rank kills its own process instead (SIGKILL): a worker lost mid-run, not an exception
-FAULT_KILL_RANK_ENV = "ABLATE_FAULT_KILL_RANK"
 #: the memory (bytes) a multi-worker trial's driver reserves: its only resource (workers reserve theirs)
 DRIVER_MEMORY = 256 * 2 ** 20
 #: how long the trial waits on its queue before looking whether the Ray Train run ended
@@ -156,16 +152,12 @@ def _worker_loop(loop: dict[str, Any]) -> None:
     cfg = loop["cfg"]
     device = get_device() if cfg.train.device == "cuda" else torch.device("cpu")
     trial_id, sweep_dir = loop["trial_id"], loop["sweep_dir"]
-    kill_rank = os.environ.get(FAULT_KILL_RANK_ENV)
+    hook = report_hook()
 
     def fault(row: dict[str, Any]) -> None:
-        """The test-only faults: this rank's process killed (FAULT_KILL_RANK_ENV), else rank 0 raising
-        as a one-worker trial does (ablate.sweep_trial's FAULT_* variables)."""
-        if kill_rank is None:
-            if rank == 0 and _fault_due(trial_id, row["step"], loop["first_attempt"]):
-                raise RuntimeError(f"injected fault at step {row['step']} ({FAULT_STEP_ENV})")
-        elif int(kill_rank) == rank and _fault_due(trial_id, row["step"], loop["first_attempt"]):
-            os.kill(os.getpid(), signal.SIGKILL)
+        """The report hook (ablate.sweep_trial.REPORT_HOOK_ENV), on every rank."""
+        if hook is not None:
+            hook(trial_id, row, rank, loop["first_attempt"])
 
     if rank != 0:  # no evaluation, no diagnostics (they would only be discarded), no writes
         cfg = cfg.model_copy(update={"log": cfg.log.model_copy(update={"diag_every": 0})})

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from ablate.spec import load_spec
+from faults import fault_env
 from toy import ROOT, ablate_cli, ablate_cmd, cli_env, toy_space, write_space
 
 TIMEOUT_S = 600
@@ -250,8 +251,8 @@ def test_injected_fault_is_retried_from_checkpoint_and_divergence_ends_one_trial
     worker_tmp = Path(tempfile.mkdtemp(prefix="wt", dir="/tmp"))  # short: Ray's socket paths live here
     try:
         result = ablate("run", str(spec_path), "--out", str(tmp_path / "runs"), "--num-cpus", "2", "--quiet",
-                        env=driver_env(ABLATE_FAULT_STEP=str(fault_step), ABLATE_FAULT_TRIALS=healthy,
-                                    ABLATE_FAULT_ALWAYS=failing, TMPDIR=str(worker_tmp)))
+                        env=driver_env(**fault_env(ABLATE_FAULT_STEP=str(fault_step), ABLATE_FAULT_TRIALS=healthy,
+                                                 ABLATE_FAULT_ALWAYS=failing), TMPDIR=str(worker_tmp)))
         # the retries read their checkpoints in place: no copy of one is left behind in the temp dir
         assert not list(worker_tmp.glob("checkpoint_tmp_*"))
     finally:

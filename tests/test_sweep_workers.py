@@ -10,6 +10,7 @@ import pytest
 
 from ablate.results import read_rows, trial_status
 from ablate.spec import load_spec
+from faults import fault_env
 from toy import SWEEP_TIMEOUT_S, ablate_cli, cli_env, toy_space, write_space
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -51,8 +52,8 @@ def test_two_trials_of_two_workers_complete_and_a_killed_worker_resumes_without_
     retry's. The other trial runs undisturbed."""
     spec = write_space(tmp_path, TWO_WORKERS)
     killed, calm = (p.trial_name for p in load_spec(spec).points())
-    sweep_dir = run_sweep(tmp_path, ray_tmp, ABLATE_FAULT_STEP="30", ABLATE_FAULT_KILL_RANK="1",
-                          ABLATE_FAULT_TRIALS=killed)
+    sweep_dir = run_sweep(tmp_path, ray_tmp, **fault_env(ABLATE_FAULT_STEP="30", ABLATE_FAULT_KILL_RANK="1",
+                                                          ABLATE_FAULT_TRIALS=killed))
     check_rows(sweep_dir)
     rows = read_rows(str(sweep_dir))
     mine = rows[rows["trial_id"] == killed]

@@ -66,7 +66,7 @@ def cli_env(**extra: str) -> dict[str, str]:
     """This process's environment without what would point ``ablate`` elsewhere (a Ray address,
     ``ABLATE_*`` settings of the developer's shell), with this checkout importable, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ABLATE_", "RAY_ADDRESS"))}
-    env.update(PYTHONPATH=str(ROOT), **extra)
+    env.update({"PYTHONPATH": str(ROOT), **extra})
     return env
 
 
