@@ -199,8 +199,9 @@ def check_interrupted(driver: Driver, signum: int, before: pd.DataFrame) -> None
 @pytest.mark.slow
 def test_ctrl_c_stops_the_sweep_which_resume_completes_and_figures_read_it_while_it_ran(
         tmp_path: Path, ray_tmp: str) -> None:
-    # longer trials, two at a time (the third waits): still running after `ablate figures`
-    spec = write_spec(tmp_path, ["inv_dt", "edm", "uniform"], iterations=1000)
+    # longer trials, two at a time (the third waits): still running after `ablate figures` (on an idle
+    # machine 1000 steps were not: two trials ended and the third had not started when the signal came)
+    spec = write_spec(tmp_path, ["inv_dt", "edm", "uniform"], iterations=3000)
     trials = [p.trial_name for p in load_spec(str(spec)).points()]
     driver = Driver(tmp_path, ray_tmp, spec)
     so_far = driver.wait_for(lambda: driver.rows_past(EVAL_EVERY), "rows past the first checkpoint")
@@ -219,7 +220,7 @@ def test_ctrl_c_stops_the_sweep_which_resume_completes_and_figures_read_it_while
     driver.ctrl_c()
     driver.finish()
     check_interrupted(driver, signal.SIGINT, before)
-    resume_completes(driver.sweep, ray_tmp, trials, iterations=1000)
+    resume_completes(driver.sweep, ray_tmp, trials, iterations=3000)
 
 
 @pytest.mark.ray
