@@ -531,6 +531,20 @@ def read_rows(root: str, filesystem: pafs.FileSystem | None = None,
     return rows.astype({"trial_id": str, "attempt": "int64", "step": "int64"})
 
 
+def last_row(root: str, trial_id: str, filesystem: pafs.FileSystem | None = None) -> dict | None:
+    """The last row (highest step) of one trial's current rows, with the trial's final status, or None
+    when it has none."""
+    fs, root_path = resolve(root, filesystem)
+    metrics = f"{root_path}/metrics"
+    files = _list_trial(fs, f"{metrics}/{trial_id}", trial_id)
+    rows = _current_rows(fs, [files], None, metrics)
+    if not rows.num_rows:
+        return None
+    row = rows.slice(rows.num_rows - 1).to_pylist()[0]  # sorted by step
+    status = _read_json(fs, files.status).get("status") if files.status else None
+    return {**row, "status": status or row.get("status")}
+
+
 # ------------------------------------------------------------------------------------- summaries
 def _better(mode: str):
     return min if mode == "min" else max

@@ -117,25 +117,14 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, columns
     state_file = storage.join(sweep_dir, STATE_DIR, f"{trial_id}.pt")
     resume = tune.get_checkpoint() is not None
     first_attempt = not resume and not _store_has_rows(sweep_dir, trial_id)
-    metric, every = spec.tune.metric, cfg.log.checkpoint_every
-    state = {"reports": 0, "last": math.nan}
-
+    told = TuneResults(spec.tune.metric, cfg)
     hook = report_hook()
 
     def report(row: dict[str, Any], trainer, _checkpoint_due: bool) -> None:
         if hook is not None:
             hook(trial_id, row, 0, first_attempt)
-        final = row["status"] != "running"
-        if metric in row:
-            state["last"] = row[metric]
-        evaluated = metric in row and row["step"] > 0  # step 0: the untrained model, no rung of a scheduler
-        values = {**_ray_metrics(row), metric: state["last"], "evaluated": evaluated,
-                  EVALUATIONS: evaluations(row["step"], cfg), TIMESTEPS_TOTAL: row["step"]}
-        if not (evaluated or final):
-            tune.report(values)  # a row between evaluations: for the trackers; schedulers skip it
-            return
-        state["reports"] += 1
-        if row["status"] == "diverged" or not (final or state["reports"] % every == 0):
+        values, checkpoint = told(row)
+        if not checkpoint:
             tune.report(values)
             return
         _save_state(trainer, state_file)
@@ -149,7 +138,51 @@ def train_point(config: dict[str, Any], spec: SweepSpec, sweep_dir: str, columns
                            "the trainer state it marks is gone")
     with _local_copy(state_file) if resume else contextlib.nullcontext() as resume_from:
         run_trial(setup, sweep_dir, trial_id, resume_from=resume_from, on_report=report,
-                  summary_metric=(metric, spec.tune.mode))
+                  summary_metric=(spec.tune.metric, spec.tune.mode))
+    if not told.count:
+        tell_finished(sweep_dir, trial_id, told)
+
+
+class TuneResults:
+    """What a trial tells Tune of each row it stored, and when with a checkpoint marker.
+
+    Every row reaches Tune (the trackers log each one) with the step as ``timesteps_total``, the
+    evaluations so far (``EVALUATIONS``, the schedulers' time), ``evaluated`` (an evaluation after step
+    0: the rows schedulers and the Optuna searcher judge) and the metric: the last evaluation's value,
+    repeated between evaluations. An evaluation or the last row is a checkpoint every
+    ``log.checkpoint_every`` of them and at the end (not after a divergence: nothing to continue)."""
+
+    def __init__(self, metric: str, cfg):
+        self.metric, self.cfg = metric, cfg
+        self.last, self.judged, self.count = math.nan, 0, 0
+
+    def __call__(self, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """``row``'s Tune result, and whether it comes with a checkpoint."""
+        self.count += 1
+        final = row["status"] != "running"
+        value = row.get(self.metric)
+        if value is not None:
+            self.last = value
+        evaluated = value is not None and row["step"] > 0  # step 0: the untrained model, no rung
+        values = {**_ray_metrics(row), self.metric: self.last, "evaluated": evaluated,
+                  EVALUATIONS: evaluations(row["step"], self.cfg), TIMESTEPS_TOTAL: row["step"]}
+        if not (evaluated or final):
+            return values, False
+        self.judged += 1
+        return values, row["status"] != "diverged" and (final or self.judged % self.cfg.log.checkpoint_every == 0)
+
+
+def tell_finished(sweep_dir: str, trial_id: str, told: TuneResults) -> None:
+    """Tune's result for a trial that finished before Tune heard it: resumed from a checkpoint of a
+    finished trial (a driver stopped between the trial's last stored row and Tune's processing of it), it
+    trains no further and stores nothing, so its last stored row is told again; else Tune would end the
+    trial on the last result it did hear (a running one: the Optuna searcher would call it PRUNED)."""
+    from .results import last_row
+
+    row = last_row(sweep_dir, trial_id)
+    if row is not None and row["status"] != "running":
+        log.info("trial %s: finished at step %d before the driver heard it; telling it now", trial_id, row["step"])
+        tune.report(told(row)[0])
 
 
 def _save_state(trainer, location: str) -> None:

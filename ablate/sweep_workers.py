@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import tempfile
 import threading
@@ -32,8 +31,8 @@ from ray import tune
 
 from . import storage
 from .spec import SweepSpec
-from .sweep_trial import (STATE_DIR, _for_ray, _local_copy, _point_of, _ray_metrics, _save_state,
-                          _store_has_rows, point_columns, report_hook)
+from .sweep_trial import (STATE_DIR, TuneResults, _for_ray, _local_copy, _point_of, _save_state,
+                          _store_has_rows, point_columns, report_hook, tell_finished)
 from .train.columns import ColumnTypes
 
 #: the memory (bytes) a multi-worker trial's driver reserves: its only resource (workers reserve theirs)
@@ -118,6 +117,7 @@ def train_point_workers(config: dict[str, Any], spec: SweepSpec, sweep_dir: str,
 
     runner = threading.Thread(target=fit, name=f"ray-train-{trial_id}", daemon=True)
     runner.start()
+    told = 0
     while True:  # each result rank 0 sent, reported from this (the trial's) thread, until the run ends
         try:
             values, step = results.get(timeout=_POLL_S)
@@ -129,14 +129,18 @@ def train_point_workers(config: dict[str, Any], spec: SweepSpec, sweep_dir: str,
             continue
         if step is None:
             tune.report(values)
+            told += 1
             continue
         with tempfile.TemporaryDirectory() as marker:
             with open(os.path.join(marker, "step.json"), "w") as out:
                 json.dump({"step": step, "state": state_file}, out)
             tune.report(values, checkpoint=tune.Checkpoint.from_directory(marker))
+        told += 1
     runner.join()
     if "error" in outcome:
         raise outcome["error"]
+    if not told:
+        tell_finished(sweep_dir, trial_id, TuneResults(spec.tune.metric, cfg))
 
 
 def _worker_loop(loop: dict[str, Any]) -> None:
@@ -182,23 +186,13 @@ def _worker_loop(loop: dict[str, Any]) -> None:
 def _rank0_reporter(loop: dict[str, Any], cfg, fault):
     """Rank 0's hook after each stored row: what :func:`ablate.sweep_trial.train_point`'s does, with the Tune
     result sent to the trial's queue instead of reported here."""
-    spec, state_file, results = loop["spec"], loop["state_file"], loop["results"]
-    metric, every = spec.tune.metric, cfg.log.checkpoint_every
-    state = {"reports": 0, "last": math.nan}
+    told = TuneResults(loop["spec"].tune.metric, cfg)
 
     def report(row: dict[str, Any], trainer, _checkpoint_due: bool) -> None:
         fault(row)
-        final = row["status"] != "running"
-        if metric in row:
-            state["last"] = row[metric]
-        if not final and (metric not in row or row["step"] == 0):
-            return
-        values = {**_ray_metrics(row), metric: state["last"]}
-        state["reports"] += 1
-        if row["status"] == "diverged" or not (final or state["reports"] % every == 0):
-            results.put((values, None))
-            return
-        _save_state(trainer, state_file)
-        results.put((values, row["step"]))
+        values, checkpoint = told(row)
+        if checkpoint:
+            _save_state(trainer, loop["state_file"])
+        loop["results"].put((values, row["step"] if checkpoint else None))
 
     return report

@@ -1,17 +1,22 @@
 """Experiment trackers through Ray Tune's own logger callbacks (``tune.loggers`` / ``ablate run --log-to``).
 
 Every store row reaches Ray as a result (ablate.sweep_trial.train_point), so these callbacks see every row:
-metrics, ``images_seen``, ``wall_s``, ``status``, at the trainer step (Tune's ``timesteps_total``).
+metrics, ``images_seen``, ``wall_s``, ``status``, at the trainer step (Tune's ``timesteps_total``; step 0,
+the untrained model, at step 0, where Ray's own callbacks would put it at Tune's iteration 1). A row with
+a sample grid or scatter (``samples_png``, ``eval.grid``) also sends that picture as an image.
 
 - ``tensorboard``: Ray's ``TBXLoggerCallback``: event files in each trial's directory under
-  ``<sweep>/tune/`` (``tensorboard --logdir <sweep>/tune``); a resumed trial appends to its directory.
+  ``<sweep>/tune/`` (``tensorboard --logdir <sweep>/tune``); a resumed trial appends to its directory;
+  pictures as the image ``samples`` (TensorBoard's Images tab, one per evaluation step).
 - ``mlflow``: Ray's ``MLflowLoggerCallback`` with ``MLFLOW_TRACKING_URI`` or a local SQLite store
   ``<sweep>/mlflow.db`` (artifacts in ``<sweep>/mlartifacts``; MLflow 3 refuses its file store); the experiment is the sweep, one run per trial named after its arm, its flattened
-  trainer config as parameters and its ``status`` as a tag. A resumed sweep finds each trial's run by
+  trainer config as parameters and its ``status`` as a tag, pictures as the artifacts
+  ``samples/step_<step>.png``. A resumed sweep finds each trial's run by
   its ``ray_trial_name`` tag and continues it.
 - ``wandb``: Ray's ``WandbLoggerCallback``: project ``ablate`` (or ``WANDB_PROJECT``), the sweep as the
   group, the arm as the run name, the flattened config; run files under ``<sweep>/wandb``; the run id is
-  Ray's trial id with ``resume="allow"``, so a resumed trial continues its run. ``WANDB_MODE=offline``
+  Ray's trial id with ``resume="allow"``, so a resumed trial continues its run; pictures as the image
+  ``samples``. ``WANDB_MODE=offline``
   keeps everything local (W&B reads it).
 
 A Ray module next to ablate.sweep (which imports it only when a tracker is asked for); each tracker's
@@ -22,12 +27,18 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import io
+import logging
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Optional
+
+import numpy as np
 
 from ablate import storage
 from ablate.spec import Point, SweepSpec
 from ablate.train.config import flatten
+
+logger = logging.getLogger(__name__)
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 #: the package each tracker's callback imports, and the extra of pyproject.toml that installs it
@@ -60,6 +71,30 @@ def trial_params(point: Point, spec: SweepSpec) -> dict[str, Any]:
             for key, value in flatten(cfg).items()}
 
 
+def samples_image(sweep_dir: str, result: dict[str, Any]) -> Optional[np.ndarray]:
+    """The picture of a row (``samples_png``, relative to the sweep) as an H x W x 3 uint8 array, or None."""
+    relative = result.get("samples_png")
+    if not relative:
+        return None
+    from PIL import Image
+
+    location = storage.join(sweep_dir, relative)
+    try:
+        with Image.open(io.BytesIO(storage.read_bytes(location))) as picture:
+            return np.asarray(picture.convert("RGB"))
+    except OSError as error:  # a tracker's missing picture must not stop the sweep: its rows are stored
+        logger.warning("trackers: %s: cannot read the sample picture (%s); not logged", location, error)
+        return None
+
+
+def _step(result: dict[str, Any]) -> int:
+    """The trainer step of a result (Ray's callbacks take ``timesteps_total or training_iteration``, which
+    puts step 0 at iteration 1)."""
+    from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
+
+    return result[TIMESTEPS_TOTAL] if TIMESTEPS_TOTAL in result else result[TRAINING_ITERATION]
+
+
 def callbacks(names: list[str], spec: SweepSpec, sweep_dir: str,
               describe: Callable[[Any], tuple[str, dict[str, Any]]]) -> list:
     """Ray logger callbacks for ``names``; ``describe(trial)`` gives the trial's arm and parameters."""
@@ -67,14 +102,32 @@ def callbacks(names: list[str], spec: SweepSpec, sweep_dir: str,
     made = []
     sweep_name = sweep_dir.rstrip("/").rsplit("/", 1)[-1]
     if "tensorboard" in names:
-        from ray.tune.logger import TBXLoggerCallback
-
-        made.append(TBXLoggerCallback())
+        made.append(_tensorboard_callback(sweep_dir))
     if "mlflow" in names:
         made.append(_mlflow_callback(sweep_dir, sweep_name, describe))
     if "wandb" in names:
         made.append(_wandb_callback(sweep_dir, sweep_name, describe))
     return made
+
+
+def _tensorboard_callback(sweep_dir: str):
+    from ray.tune.logger import TBXLoggerCallback
+    from ray.tune.result import TRAINING_ITERATION
+
+    class SweepTBXCallback(TBXLoggerCallback):
+        """Ray's TensorBoard callback at the trainer step (step 0 included), with the sample pictures."""
+
+        def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+            # Ray's step is `timesteps_total or training_iteration`: the iteration it falls back to for step
+            # 0 is made that step (Ray does not log the iteration itself to TensorBoard)
+            super().log_trial_result(iteration, trial, {**result, TRAINING_ITERATION: _step(result)})
+            image = samples_image(sweep_dir, result)
+            if image is not None:
+                self._trial_writer[trial].add_image("samples", image, global_step=_step(result),
+                                                    dataformats="HWC")
+                self._trial_writer[trial].flush()
+
+    return SweepTBXCallback()
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,9 +161,14 @@ def _mlflow_callback(sweep_dir: str, sweep_name: str, describe):
                     self.mlflow_util.log_params(run_id=run.info.run_id, params_to_log=params)
 
         def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-            super().log_trial_result(iteration, trial, result)
+            run_id = self._trial_runs[trial]
+            self.mlflow_util.log_metrics(run_id=run_id, metrics_to_log=result, step=_step(result))
+            client = _mlflow_client(self.tracking_uri)
             if "status" in result:
-                _mlflow_client(self.tracking_uri).set_tag(self._trial_runs[trial], "status", result["status"])
+                client.set_tag(run_id, "status", result["status"])
+            image = samples_image(sweep_dir, result)
+            if image is not None:
+                client.log_image(run_id, image, artifact_file=f"samples/step_{_step(result):08d}.png")
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri is None:  # MLflow 3 refuses its file store: a SQLite store and artifacts in the sweep
@@ -136,6 +194,10 @@ def _wandb_callback(sweep_dir: str, sweep_name: str, describe):
             arm, params = describe(trial)
             self.kwargs = {**self._fixed, "name": arm, "config": params}
             super().log_trial_start(trial)
+
+        def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+            image = samples_image(sweep_dir, result)  # an H x W x 3 array: Ray's callback makes it a wandb.Image
+            super().log_trial_result(iteration, trial, result if image is None else {**result, "samples": image})
 
     directory = None
     if storage.is_local(sweep_dir):

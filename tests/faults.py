@@ -6,12 +6,16 @@ gives a driver the environment that turns them on. At report step ``ABLATE_FAULT
   attempt; one whose id contains ``ABLATE_FAULT_ALWAYS`` fails on every attempt (it ends errored when
   its retries run out);
 - failing is raising on rank 0, or, with ``ABLATE_FAULT_KILL_RANK=K``, rank K of a multi-worker trial
-  killing its own process (a worker lost mid-run, not an exception).
+  killing its own process (a worker lost mid-run, not an exception);
+- with ``ABLATE_FAULT_WAIT_FOR=PATH``, a trial does not fail: it creates ``PATH.reached`` and waits until
+  PATH exists (the row is stored; its checkpoint and Tune's hearing of it follow), so that a test can
+  act on the driver at a known moment.
 """
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,15 @@ def inject(trial_id: str, row: dict[str, Any], rank: int, first_attempt: bool) -
     always, which = os.environ.get("ABLATE_FAULT_ALWAYS"), os.environ.get("ABLATE_FAULT_TRIALS")
     due = bool(always and always in trial_id) or (first_attempt and (which is None or which in trial_id))
     if not due:
+        return
+    gate = os.environ.get("ABLATE_FAULT_WAIT_FOR")
+    if gate:
+        Path(gate + ".reached").touch()
+        deadline = time.monotonic() + 600
+        while not os.path.exists(gate):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"injected wait: {gate} never appeared")
+            time.sleep(0.1)
         return
     kill_rank = os.environ.get("ABLATE_FAULT_KILL_RANK")
     if kill_rank is not None:

@@ -15,6 +15,9 @@ import optuna
 import pytest
 
 from ablate.results import read_rows, trial_status
+from ablate.sweep_trial import STATE_DIR
+from faults import fault_env
+from test_resume import kill_driver, start_driver, wait_for, whole_state_naming_a_checkpoint
 from toy import ROOT, SWEEP_TIMEOUT_S, ablate_cli, ablate_cmd, cli_env, toy_space, write_space
 
 
@@ -98,6 +101,43 @@ def test_optuna_study_in_its_database_survives_ctrl_c_and_resume(tmp_path: Path,
     check_study(sweep, finished=True)
     states = sorted(t.state.name for t in study_trials(sweep))
     assert states == ["COMPLETE", "COMPLETE", "FAIL", "PRUNED"], states
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_trial_that_finished_as_its_driver_died_is_complete_in_the_study_after_resume(tmp_path: Path) -> None:
+    """The trial stores its last row (step 100, completed) and the driver is frozen before Tune hears of it;
+    the trial then saves its final state, and the driver is killed. On resume Tune restarts the trial from
+    the checkpoint it knew (step 50), whose state file is the final one: the trial trains no further,
+    stores nothing, and tells Tune its stored last row, so the study records it COMPLETE with its value
+    (before, Tune ended it on its step-50 result and the searcher told the study PRUNED)."""
+    spec = write_space(tmp_path, {**toy_space("finish", {"train.lr": {"choice": [1.0e-3]}}, iterations=100,
+                                              eval_every=50, base={"eval": {"grid": False}}),
+                                  "tune": {**SPEC["tune"], "searcher": {**SPEC["tune"]["searcher"], "num_samples": 1},
+                                           "scheduler": {"name": "fifo"}}})
+    sweep, gate = tmp_path / "runs" / "finish", tmp_path / "gate"
+    driver = start_driver("run", str(spec), "--out", str(tmp_path / "runs"), "--num-cpus", "1", "--quiet",
+                          TUNE_GLOBAL_CHECKPOINT_S="1",
+                          **fault_env(ABLATE_FAULT_STEP="100", ABLATE_FAULT_WAIT_FOR=str(gate)))
+    wait_for(lambda: Path(f"{gate}.reached").exists(), "the trial's last row", driver)
+    wait_for(lambda: whole_state_naming_a_checkpoint(sweep), "Tune's state to name the step-50 checkpoint", driver)
+    assert [t.state.name for t in study_trials(sweep)] == ["RUNNING"]
+    (state_file,) = (sweep / STATE_DIR).glob("*.pt")
+    saved_at = state_file.stat().st_mtime_ns
+    os.kill(driver.pid, signal.SIGSTOP)  # Tune hears nothing more
+    gate.touch()
+    wait_for(lambda: state_file.stat().st_mtime_ns != saved_at, "the final state", driver)
+    kill_driver(driver)
+    assert trial_status(str(sweep))["status"].tolist() == ["completed"]
+    assert [t.state.name for t in study_trials(sweep)] == ["RUNNING"]
+
+    done = ablate_cli("resume", str(sweep), "--quiet", env=cli_env())
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    check_study(sweep, finished=False)
+    (frozen,) = study_trials(sweep)
+    assert frozen.state.name == "COMPLETE" and sorted(frozen.intermediate_values) == [50, 100]
+    status = trial_status(str(sweep))
+    assert status["attempts"].tolist() == [1] and status["n_rows"].tolist() == [len(read_rows(str(sweep)))]
 
 
 @pytest.mark.ray

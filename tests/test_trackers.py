@@ -68,9 +68,9 @@ def test_tensorboard_mlflow_and_wandb_get_every_row_and_continue_after_resume(tm
 
 def check_rows(logged: dict[int, float], stored: pd.Series) -> None:
     """A tracker's series of one column against the store's: every row of the trial logged at its step
-    with its value (step 0's at Tune's iteration 1), but for at most one row: the one a trial wrote while
-    the driver was stopping, which never reached Ray (its resumed trainer state is past it)."""
-    expected = {(step or 1): value for step, value in stored.items()}
+    with its value (step 0 at step 0), but for at most one row: the one a trial wrote while the driver was
+    stopping, which never reached Ray (its resumed trainer state is past it)."""
+    expected = dict(stored.items())
     assert set(logged) <= set(expected) and len(set(expected) - set(logged)) <= 1, (logged, expected)
     assert all(logged[step] == pytest.approx(expected[step]) for step in logged)
 
@@ -80,9 +80,10 @@ def check_records(sweep: Path) -> None:
     rows = read_rows(str(sweep))
     trials = sorted(rows["trial_id"].unique())
     assert len(trials) == 2
-    steps = list(range(0, ITERATIONS + 1, REPORT))
     arms = rows.groupby("trial_id")["arm"].first().to_dict()  # one seed: an arm is a trial
     w2 = rows.dropna(subset=["w2_1step"]).set_index(["trial_id", "step"])["w2_1step"]
+    pictured = set(range(0, ITERATIONS + 1, EVERY))  # eval.grid: a scatter at every evaluation
+    assert rows.dropna(subset=["samples_png"])["step"].unique().tolist() == sorted(pictured)
 
     # MLflow: one run per trial, named after its arm, the trainer config as params, every row's metrics
     from mlflow.tracking import MlflowClient
@@ -103,7 +104,10 @@ def check_records(sweep: Path) -> None:
         history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "w2_1step")}
         for step in set(history) & set(range(EVERY, ITERATIONS + 1, EVERY)):
             assert history[step] == pytest.approx(w2[(trial, step)])
-        assert ITERATIONS in history
+        assert ITERATIONS in history and 0 in history
+        pictures = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+        check_pictures({int(p.split("_")[-1][:-4]) for p in pictures}, pictured)
+        assert all(p == f"samples/step_{int(p.split('_')[-1][:-4]):08d}.png" for p in pictures)
 
     # TensorBoard: the event files of each trial's directory, read with TensorBoard's own reader
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -119,7 +123,10 @@ def check_records(sweep: Path) -> None:
         scalars = {e.step: e.value for e in events.Scalars("ray/tune/w2_1step")}
         for step in set(scalars) & set(range(EVERY, ITERATIONS + 1, EVERY)):
             assert scalars[step] == pytest.approx(w2[(trial, step)])
-        assert ITERATIONS in scalars
+        assert ITERATIONS in scalars and 0 in scalars
+        images = events.Images("samples")
+        check_pictures({image.step for image in images}, pictured)
+        assert all(image.width > 100 and image.height > 100 for image in images)
 
     # W&B offline: runs under <sweep>/wandb, one run id per trial (Ray's trial id), resumed in a second
     # directory of the same id
@@ -127,6 +134,14 @@ def check_records(sweep: Path) -> None:
     ids = {d.name.split("-", 3)[-1] for d in run_dirs}
     assert sorted(ids) == sorted(name.split("_", 2)[-1] for name in ray_names.values()), run_dirs
     assert all(list(d.glob("*.wandb")) for d in run_dirs)
+    for trial_id in ids:  # the pictures as W&B images (media files of the run's directories)
+        media = [p for d in run_dirs if d.name.endswith(trial_id) for p in d.glob("files/media/images/samples_*.png")]
+        assert len(pictured) - 1 <= len(media) <= len(pictured), media
+
+
+def check_pictures(logged: set[int], pictured: set[int]) -> None:
+    """A tracker's picture steps: every evaluation's, but for at most one (see check_rows)."""
+    assert logged <= pictured and len(pictured - logged) <= 1, (logged, pictured)
 
 
 def test_an_unknown_tracker_or_a_missing_package_is_named_before_anything_starts(tmp_path: Path) -> None:
