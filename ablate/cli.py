@@ -231,7 +231,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     grace_period, reduction_factor = _audit_settings(args)
     try:
-        df = load_results(args.dir)
+        df = load_results(args.dir, plotted_only=True)
         out = args.output or _default_report_dir(args.dir)
         name = str(df["sweep"].dropna().iloc[0]) if "sweep" in df and df["sweep"].notna().any() \
             else Path(args.dir).name

@@ -35,7 +35,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Callable, Iterable, Union
 
 import numpy as np
 import pandas as pd
@@ -362,13 +362,25 @@ def _nulls_as_null(table: pa.Table) -> pa.Table:
     return table
 
 
-def _read_rows_file(fs: pafs.FileSystem, path: str, columns: Iterable[str] | None = None) -> pa.Table:
+#: which columns to read: names (those a file has), or a test of a column's name
+Columns = Union[Iterable[str], Callable[[str], bool], None]
+
+
+def _column_test(columns: Columns) -> Callable[[str], bool] | None:
+    """``columns`` as a test of a name that also keeps the key columns; None: every column."""
+    if columns is None:
+        return None
+    wanted = columns if callable(columns) else set(columns).__contains__
+    return lambda name: name in _KEYS or wanted(name)
+
+
+def _read_rows_file(fs: pafs.FileSystem, path: str, columns: Columns = None) -> pa.Table:
     """One rows file (append or compacted), only ``columns`` (those of them it has) when given."""
     with fs.open_input_file(path) as source:
         parquet = pq.ParquetFile(source)
         if columns is not None:
-            present = set(parquet.schema_arrow.names)
-            columns = [name for name in columns if name in present]
+            wanted = columns if callable(columns) else set(columns).__contains__
+            columns = [name for name in parquet.schema_arrow.names if wanted(name)]
         return parquet.read(columns=columns)
 
 
@@ -399,7 +411,7 @@ def _attempts_frame(records: list[tuple[str, dict]]) -> pd.DataFrame:
     ).astype({"trial_id": str, "attempt": "int64", "resumed_from_step": float})
 
 
-def _read_trials_rows(fs: pafs.FileSystem, trials: list[_TrialFiles], columns: list[str] | None) -> list[pa.Table]:
+def _read_trials_rows(fs: pafs.FileSystem, trials: list[_TrialFiles], columns: Columns) -> list[pa.Table]:
     """The rows files of ``trials``. A file listed but gone when read was compacted meanwhile by a running
     writer: that trial is listed and read again (its newer compacted file holds the rows)."""
     pending = {files.trial_id: files for files in trials}
@@ -424,13 +436,12 @@ def _read_trials_rows(fs: pafs.FileSystem, trials: list[_TrialFiles], columns: l
                             f"({_READ_RETRIES} listings)")
 
 
-def _current_rows(fs: pafs.FileSystem, trials: Iterable[_TrialFiles], columns: list[str] | None,
+def _current_rows(fs: pafs.FileSystem, trials: Iterable[_TrialFiles], columns: Columns,
                   where: str, extra_attempts: list[tuple[str, dict]] = ()) -> pa.Table:
     """The deduplicated rows of ``trials`` (only ``columns`` and the key columns when given), sorted by
     trial and step; ``extra_attempts``: attempt records not in the listing yet."""
     trials = list(trials)
-    wanted = None if columns is None else list(dict.fromkeys([*_KEYS, *columns]))
-    tables = _read_trials_rows(fs, trials, wanted)
+    tables = _read_trials_rows(fs, trials, _column_test(columns))
     attempt_paths = [(files.trial_id, path) for files in trials for path in files.attempts.values()]
     with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
         records = list(pool.map(lambda item: (item[0], _read_json(fs, item[1])), attempt_paths))
@@ -500,13 +511,13 @@ def _statuses(fs: pafs.FileSystem, trials: Iterable[_TrialFiles]) -> pd.DataFram
     ).astype({"trial_id": str})
 
 
-def _rows_table(root: str, filesystem: pafs.FileSystem | None, columns: Iterable[str] | None) -> pa.Table:
+def _rows_table(root: str, filesystem: pafs.FileSystem | None, columns: Columns) -> pa.Table:
     """:func:`read_rows` as an Arrow table."""
     fs, root_path = resolve(root, filesystem)
     trials = _list_trials(fs, f"{root_path}/metrics", root).values()
-    columns = None if columns is None else list(columns)
-    table = _current_rows(fs, trials, columns, f"{root_path}/metrics")
-    if columns is not None and "status" not in columns:
+    wanted = _column_test(columns)
+    table = _current_rows(fs, trials, wanted, f"{root_path}/metrics")
+    if wanted is not None and not wanted("status"):
         return table
     keys = table.select([name for name in ("trial_id", "attempt", "status") if name in table.column_names])
     applied = _apply_final_status(keys.to_pandas(), _statuses(fs, trials))
@@ -518,11 +529,11 @@ def _rows_table(root: str, filesystem: pafs.FileSystem | None, columns: Iterable
     return table.append_column("status", status)
 
 
-def read_rows(root: str, filesystem: pafs.FileSystem | None = None,
-              columns: Iterable[str] | None = None) -> pd.DataFrame:
+def read_rows(root: str, filesystem: pafs.FileSystem | None = None, columns: Columns = None) -> pd.DataFrame:
     """All trials' rows, one per (trial_id, step), sorted by trial_id and step.
 
-    ``columns``: read only these (those the store has) besides ``trial_id``, ``attempt`` and ``step``.
+    ``columns``: read only these (those the store has), or those whose name passes this test, besides
+    ``trial_id``, ``attempt`` and ``step``.
     Schemas are unified (nulls where a column is absent, int+float -> float); stale rows of discarded
     attempts are dropped and each trial's last row carries its final status (module docstring) when
     ``status`` is read.

@@ -1,9 +1,11 @@
-"""Ray Tune sweeps: the only module that imports ray.
+"""Ray Tune sweeps: run, resume and Ray's start-up (beside sweep_trial, sweep_search, sweep_callbacks,
+sweep_workers and trackers, the modules that import ray).
 
 A sweep directory (local path or any pyarrow URI) holds::
 
     sweep.json          what ran: name, source file, its sha256, profile, --set overrides, Ray version,
-                        and what the status table needs (ablate.progress.table_view)
+                        what the status table needs (ablate.progress.table_view) and the swept
+                        config keys (the columns `ablate figures` reads besides metrics)
     spec.yaml           the search-space file's text as it was when the sweep began
     metrics/<trial>/    the results store (ablate.results), written from inside each trial
     tune/               Ray Tune's experiment (trial state, searcher/scheduler state, checkpoints)
@@ -213,6 +215,7 @@ def run_sweep(path: str, profile: Optional[str] = None, overrides: Optional[dict
         "profile": spec.profile, "overrides": spec.overrides, "workdir": spec.workdir, "num_cpus": num_cpus,
         "ray": ray.__version__, "started": _dt.datetime.now().isoformat(timespec="seconds"),
         "table": table_view(spec),  # what `ablate status` shows, so that it needs neither the spec nor Ray
+        "swept": spec.swept_keys(),  # the config columns `ablate figures` reads (it needs no spec either)
         "loggers": loggers,
     }, indent=2, default=str))
     notify(f"sweep {spec.name}: {sweep_dir}")

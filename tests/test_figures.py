@@ -283,6 +283,26 @@ def test_a_running_sweep_is_read_from_its_store_and_its_report_says_how_far_it_g
     assert "marker" not in rows and len(rows) == len(so_far) + 1
 
 
+def test_the_report_of_a_running_sweep_reads_only_what_it_plots_and_says_the_same(tmp_path):
+    """``ablate figures`` reads the store's bookkeeping, metrics and the swept keys sweep.json records; its
+    report (text and tables) is the one made from every column, with the constant config left unread."""
+    import json
+
+    df = make_results(n_seeds=2, failures=True)
+    write_store(tmp_path, df)
+    (tmp_path / "sweep.json").write_text(json.dumps({"name": "coupling_lr",
+                                                     "swept": ["coupling.name", "train.lr", "coupling.beta"]}))
+    full = figures.load_results(tmp_path)
+    plotted = figures.load_results(tmp_path, plotted_only=True)
+    assert {"kernel.name", "train.seed"} <= set(full.columns)
+    assert set(full.columns) - set(plotted.columns) == {"kernel.name", "train.seed"}
+    texts = [figures.make_report(frame, tmp_path / name, "coupling_lr").read_text()
+             for frame, name in ((full, "full"), (plotted, "plotted"))]
+    assert texts[0] == texts[1] and "coupling.name" in texts[0]
+    (tmp_path / "sweep.json").write_text(json.dumps({"name": "coupling_lr"}))  # before sweeps recorded it
+    assert set(figures.load_results(tmp_path, plotted_only=True).columns) == set(full.columns)
+
+
 def test_load_results_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="results.parquet"):
         figures.load_results(tmp_path)

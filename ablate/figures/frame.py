@@ -7,14 +7,15 @@ The last row of a trial carries the trial's outcome in ``status``. Nothing here 
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
 
-from ablate import results
+from ablate import results, storage
 from ablate.train import metric_table
 from ablate.train.metric_table import MAIN_METRICS
 
@@ -33,11 +34,13 @@ def label(column: str) -> str:
     return metric_table.label(column)
 
 
-def load_results(path: str | Path) -> pd.DataFrame:
+def load_results(path: str | Path, plotted_only: bool = False) -> pd.DataFrame:
     """A sweep's rows: a results ``.parquet`` file as it is, or a sweep directory (a path or a URI such
     as ``s3://...``). Of a sweep directory, its collected ``results.parquet`` is read when nothing was
     written to the store since it was collected, else the store itself (ablate.results.read_rows): a
-    running or interrupted sweep gives the rows reported so far."""
+    running or interrupted sweep gives the rows reported so far.
+
+    ``plotted_only``: of the store, read only what the report uses (:func:`plotted_columns`)."""
     location = str(path).rstrip("/") if "://" in str(path) else str(Path(path).expanduser())
     if location.endswith(".parquet") or ("://" not in location and Path(location).is_file()):
         if "://" not in location and not Path(location).exists():
@@ -47,13 +50,25 @@ def load_results(path: str | Path) -> pd.DataFrame:
         collected = f"{location}/results.parquet"
         return check_results(pd.read_parquet(collected), source=collected)
     try:
-        rows = results.read_rows(location)
+        rows = results.read_rows(location, columns=plotted_columns(location) if plotted_only else None)
     except FileNotFoundError:
         raise FileNotFoundError(f"{location}: no results: neither a results store (metrics/) nor a "
                                 "collected results.parquet") from None
     if rows.empty:
         raise ValueError(f"{location}: no trial has reported a row yet")
     return check_results(rows, source=f"{location}/metrics")
+
+
+def plotted_columns(sweep_dir: str) -> Callable[[str], bool] | None:
+    """The columns a report of the sweep uses: bookkeeping, metrics and the swept config keys its
+    ``sweep.json`` records (a sweep's constant config columns are most of a row and no figure plots them);
+    None (every column) for a sweep that records none."""
+    record = storage.join(sweep_dir, "sweep.json")
+    swept = json.loads(storage.read_bytes(record)).get("swept") if storage.exists(record) else None
+    if swept is None:
+        return None
+    keep = {*BOOKKEEPING, *swept}
+    return lambda column: column in keep or metric_table.is_metric(column)
 
 
 def check_results(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:

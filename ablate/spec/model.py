@@ -226,6 +226,10 @@ class SweepSpec:
         return all(self._context_value(k, params, variant) in allowed
                    for k, allowed in self.space[key].when.items())
 
+    def swept_keys(self) -> list[str]:
+        """The config keys whose value may differ between arms: the space's and those variants set."""
+        return sorted({*self.space, *(key for overrides in self.variants.values() for key in overrides)})
+
     def _variant_names(self) -> list[str | None]:
         return list(self.variants) or [None]
 
