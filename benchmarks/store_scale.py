@@ -7,7 +7,8 @@ metric varied), written through :class:`ablate.results.TrialWriter`. Prints, for
   without (summaries still written: the layout before this change wrote only the row file);
 - time, CPU time (all threads: on a shared machine the steadier number) and peak memory (RSS of a
   fresh process: imports included, the baseline of one that only imports is printed) of
-  ``read_rows`` (all columns, and the two a figure plots), ``trial_status``, ``collect`` and
+  ``read_rows`` (all columns, the two a learning curve plots, and what ``ablate figures`` reads:
+  bookkeeping, metrics and the swept keys), ``trial_status``, ``collect`` and
   ``ablate status`` (the CLI's own call; the process's wall time adds start-up and imports);
 - requests per read on a counting in-memory fsspec filesystem (``LIST``: one per 1000 keys listed, as
   an object store pages a prefix listing; ``HEAD``: ``info`` calls; ``GET``: files opened for reading,
@@ -49,6 +50,8 @@ from ablate import results  # noqa: E402
 FIXTURE = ROOT / "tests" / "fixtures" / "sweep_results.parquet"
 METRIC = "w2_1step"
 PLOTTED = ["step", METRIC]  # what a learning-curve figure reads
+#: the fixture's swept keys: with bookkeeping and metrics, what `ablate figures` reads (figures.frame.plotted_columns)
+SWEPT = ["coupling.name", "weighting.name"]
 _TYPES = {"int64": int, "double": float, "bool": bool, "string": str, "large_string": str, "null": float}
 
 
@@ -101,7 +104,7 @@ def write_store(root: str, trials: int, per_trial: int, columns: dict, rows: lis
             for summary in Path(root, "metrics").glob("*/_summary.json"):
                 summary.unlink()
         Path(root, "sweep.json").write_text(json.dumps({"name": "bench", "table": {
-            "metric": METRIC, "mode": "min", "iterations": per_trial * 100, "arms": {}}}))
+            "metric": METRIC, "mode": "min", "iterations": per_trial * 100, "arms": {}}, "swept": SWEPT}))
     finally:
         results.COMPACT_EVERY = every
 
@@ -135,6 +138,10 @@ def run_op(op: str, root: str) -> dict:
         n = len(results.read_rows(root))
     elif op == "read_rows_plotted":
         n = len(results.read_rows(root, columns=PLOTTED))
+    elif op == "read_rows_report":
+        from ablate.figures.frame import plotted_columns
+
+        n = len(results.read_rows(root, columns=plotted_columns(root)))
     elif op == "trial_status":
         n = len(results.trial_status(root))
     elif op == "ablate status":
@@ -262,7 +269,7 @@ def main() -> None:
     base = measure("none", ".")
     print(f"baseline process (python + ablate.results imports): {base['wall']:.2f} s, peak RSS "
           f"{base['rss_mb']:.0f} MB")
-    ops = ["read_rows", "read_rows_plotted", "trial_status", "collect", "ablate status"]
+    ops = ["read_rows", "read_rows_plotted", "read_rows_report", "trial_status", "collect", "ablate status"]
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         for size in args.sizes:
             trials = size // args.per_trial
