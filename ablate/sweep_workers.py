@@ -9,9 +9,10 @@ The Tune trial is the driver of a Ray Train ``TorchTrainer`` (Ray Train V2, the 
 (:class:`ablate.train.distributed.DataParallel` slices the batch and all-reduces gradients).
 
 Rank 0 alone evaluates and writes: rows to the store (:func:`ablate.trial.run_trial`), sample pictures,
-the trainer state every ``log.checkpoint_every`` results; it sends each Tune result through a Ray queue
-to the trial, which reports it to Tune with a checkpoint marker exactly as :func:`ablate.sweep_trial.train_point`
-does (Ray's own ``TuneReportCallback`` forwards metrics only, so Tune would hold no checkpoint to resume
+the trainer state every ``log.checkpoint_every`` results; it sends each Tune result (built by
+:class:`ablate.sweep_trial.TuneResults`, as a single-process trial's) through a Ray queue to the trial,
+which reports it to Tune, with a checkpoint marker where one is due, exactly as
+:func:`ablate.sweep_trial.train_point` does (Ray's own ``TuneReportCallback`` forwards metrics only, so Tune would hold no checkpoint to resume
 from). Every rank loads the same state file when the trial resumes. A failed worker fails the Ray Train
 run (``FailureConfig(max_failures=0)``), hence the Tune trial, which Tune retries from its last
 checkpoint (``tune.max_failures``): the store drops the rows past that checkpoint (a new attempt).
@@ -127,15 +128,14 @@ def train_point_workers(config: dict[str, Any], spec: SweepSpec, sweep_dir: str,
             if results.empty():
                 break
             continue
+        told += 1
         if step is None:
             tune.report(values)
-            told += 1
             continue
         with tempfile.TemporaryDirectory() as marker:
             with open(os.path.join(marker, "step.json"), "w") as out:
                 json.dump({"step": step, "state": state_file}, out)
             tune.report(values, checkpoint=tune.Checkpoint.from_directory(marker))
-        told += 1
     runner.join()
     if "error" in outcome:
         raise outcome["error"]
