@@ -366,20 +366,25 @@ def _nulls_as_null(table: pa.Table) -> pa.Table:
 Columns = Union[Iterable[str], Callable[[str], bool], None]
 
 
+def _as_test(columns: Columns) -> Callable[[str], bool] | None:
+    """``columns`` as a test of a column's name; None: every column."""
+    if columns is None or callable(columns):
+        return columns
+    return set(columns).__contains__
+
+
 def _column_test(columns: Columns) -> Callable[[str], bool] | None:
-    """``columns`` as a test of a name that also keeps the key columns; None: every column."""
-    if columns is None:
-        return None
-    wanted = columns if callable(columns) else set(columns).__contains__
-    return lambda name: name in _KEYS or wanted(name)
+    """:func:`_as_test` that also keeps the key columns."""
+    wanted = _as_test(columns)
+    return None if wanted is None else (lambda name: name in _KEYS or wanted(name))
 
 
 def _read_rows_file(fs: pafs.FileSystem, path: str, columns: Columns = None) -> pa.Table:
     """One rows file (append or compacted), only ``columns`` (those of them it has) when given."""
     with fs.open_input_file(path) as source:
         parquet = pq.ParquetFile(source)
-        if columns is not None:
-            wanted = columns if callable(columns) else set(columns).__contains__
+        wanted = _as_test(columns)
+        if wanted is not None:
             columns = [name for name in parquet.schema_arrow.names if wanted(name)]
         return parquet.read(columns=columns)
 
