@@ -57,6 +57,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except RuntimeError as err:  # DataUnavailableError, FIDUnavailableError: the machine, not the input
         print(f"ablate train: {err}", file=sys.stderr)
         return EXIT_RUNTIME
+    from .train.checks import cautions
+    _print_cautions("train", args.config, [f"{c.key}: {c.message}" for c in cautions(cfg)])
 
     checkpoint = out / "checkpoint.pt"
     resume_from = str(checkpoint) if args.resume and checkpoint.exists() else None
@@ -93,7 +95,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except SpecError as err:
         raise InvalidInput(str(err).replace("\n", "; ")) from None
     print(spec.describe())
+    _print_cautions("validate", args.file, spec.cautions())
     return EXIT_OK
+
+
+def _print_cautions(command: str, source: str, cautions: list[str]) -> None:
+    """One stderr line per caution (a setting that runs but skews its numbers, :data:`ablate.train.
+    checks.CAUTIONS`), naming the file and the key."""
+    for caution in cautions:
+        print(f"ablate {command}: caution: {source}: {caution}", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -101,9 +111,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:  # a bad file fails here, before ray is even imported
         overrides = parse_set_args(args.set or [])
-        load_spec(args.file, args.profile, overrides)
+        spec = load_spec(args.file, args.profile, overrides)
     except SpecError as err:
         raise InvalidInput(str(err).replace("\n", "; ")) from None
+    _print_cautions("run", args.file, spec.cautions())
     from .sweep import SweepError, SweepInterrupted, run_sweep
 
     try:

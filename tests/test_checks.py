@@ -450,3 +450,51 @@ def test_train_and_validate_agree_on_the_command_line(tmp_path):
     problem = validate.stderr.strip().split(f"{space}: base.", 1)[1]
     assert train.stderr.strip() == f"ablate train: {config}: {problem}"
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------------------- cautions
+def _with_ema(rate: float, iterations: int, **train):
+    return cfg_of({**POINTS, "train": {**POINTS["train"], "ema": [rate], "iterations": iterations, **train}})
+
+
+def test_the_trainers_ema_holds_rate_to_the_steps_of_its_start():
+    """What the EMA caution computes is what the Trainer's EMA is: after N updates at rate r it is
+    r^N theta_0 + sum_k (1 - r) r^(N - k) theta_k over the online weights theta_k after step k."""
+    rate, steps = 0.8, 5
+    cfg = _with_ema(rate, steps, lr=0.05)
+    trainer = Trainer(cfg, load_dataset(cfg.data, cfg.train.seed), None, CPU)
+    expected = [rate ** steps * p.detach().clone() for p in trainer.online.parameters()]
+    for k in range(1, steps + 1):
+        trainer.train_step()
+        for total, p in zip(expected, trainer.online.parameters()):
+            total += (1 - rate) * rate ** (steps - k) * p.detach()
+    moved = max((p - p0).abs().max() for p, p0 in zip(trainer.online.parameters(),
+                                                         [e / rate ** steps for e in expected]))
+    assert moved > 0  # training moved the weights: the test tells the start from the rest
+    for ema_p, want in zip(trainer.ema.parameters(), expected):
+        torch.testing.assert_close(ema_p, want)
+
+
+def test_an_ema_longer_than_the_run_earns_a_caution_naming_its_share_and_a_rate_that_fits():
+    (caution,) = checks.cautions(_with_ema(0.999, 1000))
+    assert caution.keys == ("train.ema", "train.iterations")
+    assert "0.999^1000 = 37%" in caution.message and "at most 0.997 " in caution.message
+    assert checks.cautions(_with_ema(0.997, 1000)) == []  # the rate it proposes is quiet
+    assert checks.cautions(_with_ema(0.999, 40000)) == []  # VCT App. E: 0.999 over 40k steps
+    assert checks.cautions(_with_ema(0.9999, 400000)) == []  # the papers' image runs
+
+
+def test_validate_and_train_print_the_caution_and_still_succeed(tmp_path):
+    """A caution is a stderr line naming the file and the key; the command does its work (exit 0)."""
+    config = {**POINTS, "train": {**POINTS["train"], "ema": [0.99], "iterations": 4}}
+    space, trainer_config = tmp_path / "short_ema.yaml", tmp_path / "short_ema_config.yaml"
+    space.write_text(yaml.safe_dump(_space_of(config)))
+    trainer_config.write_text(yaml.safe_dump(config))
+    validate = ablate_cli("validate", str(space), timeout=300)
+    train = ablate_cli("train", str(trainer_config), "--out", str(tmp_path / "run"), timeout=300)
+    share = "0.99^4 = 96% of the initial weights"
+    assert validate.returncode == 0 and validate.stdout.startswith("short_ema"), validate.stderr
+    assert f"ablate validate: caution: {space}: train.ema: " in validate.stderr and share in validate.stderr
+    assert train.returncode == 0, train.stderr
+    assert f"ablate train: caution: {trainer_config}: train.ema: " in train.stderr and share in train.stderr
+    assert '"step": 4' in train.stdout  # it trained to the end

@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 
 from ablate.spec import load_spec
+from ablate.train.checks import cautions
+from ablate.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "searchspaces").glob("*.yaml"))
+REPRO = sorted((ROOT / "searchspaces" / "repro").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 PAPER_FILES = ("vct_beta", "coupling", "gc_mu", "discretization", "weighting_sampling",
                "guide_ladder", "beta_hpo")
 
@@ -26,6 +30,25 @@ def test_every_file_validates(path, profile):
     spec = load_spec(path, profile)
     assert spec.name == path.stem
     assert spec.description
+
+
+@pytest.mark.parametrize("path", SPACES + REPRO, ids=[p.stem for p in SPACES + REPRO])
+def test_every_shipped_design_evaluates_a_trained_ema(path):
+    """No point of a shipped file's default or ``cpu`` profile evaluates an EMA that still holds
+    much of its untrained start (:func:`ablate.train.checks.cautions`); repro ``smoke`` profiles are
+    pipeline checks and may."""
+    for profile in [None] + ["cpu"] * ("cpu" in load_spec(path).profiles):
+        assert load_spec(path, profile).cautions() == [], (path.name, profile)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT)) for p in CONFIGS])
+def test_every_shipped_config_evaluates_a_trained_ema(path):
+    assert cautions(load_config(path)) == []
+
+
+def test_the_readme_train_command_evaluates_a_trained_ema():
+    """The README's one-trial command shortens configs/toy_li.yaml to 1000 iterations."""
+    assert cautions(load_config(ROOT / "configs" / "toy_li.yaml", {"train.iterations": 1000})) == []
 
 
 @pytest.mark.parametrize("name", PAPER_FILES)

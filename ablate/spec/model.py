@@ -299,6 +299,17 @@ class SweepSpec:
         cfg = build_config(raw, {**params, "train.seed": seed}, source=self.source)
         return with_paths(cfg, lambda location: absolute(location, self.workdir))
 
+    def cautions(self) -> list[str]:
+        """``key: message`` of every caution (:func:`ablate.train.checks.cautions`) a point of the
+        sweep earns (the probe points: every grid point, or every choice and bound), once each."""
+        from ablate.train.checks import cautions
+
+        found: dict[str, None] = {}
+        for params, variant in self.probe_points():
+            for caution in cautions(self.config_for(params, variant, self.seeds[0])):
+                found.setdefault(f"{caution.key}: {caution.message}")
+        return list(found)
+
     def describe(self) -> str:
         """One line for ``ablate validate``: what would run."""
         searcher = self.tune.searcher

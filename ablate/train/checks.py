@@ -407,6 +407,38 @@ def _metric_problem(metric: str, cfg: Config, dataset: Optional[DatasetInfo]) ->
                       + ", for K in eval.steps)")
 
 
+# --------------------------------------------------------------------------------------- cautions
+#: the share of its initial weights the evaluated EMA model may still hold after the last step
+EMA_INITIAL_SHARE_LIMIT = 0.05
+
+
+def _evaluated_ema_forgets_its_start(cfg: Config) -> Iterator[Problem]:
+    """Without it, a short run with a long EMA evaluates mostly the untrained network: the EMA
+    theta_ema <- r theta_ema + (1 - r) theta starts as a copy of the initial weights and still holds
+    r^N of them after N updates (0.999 over 1000 steps: 37%), so every arm's FID or W2 reads the same
+    warm-up curve. The papers' 0.9999 over 400k steps holds e^-40 of them."""
+    rate, steps = cfg.train.ema[0], cfg.train.iterations
+    share = rate ** steps
+    if share > EMA_INITIAL_SHARE_LIMIT:
+        largest = EMA_INITIAL_SHARE_LIMIT ** (1.0 / steps)
+        yield Problem(("train.ema", "train.iterations"),
+                      f"the evaluated EMA (rate {rate:g}) still holds {rate:g}^{steps} = {share:.0%} of "
+                      f"the initial weights after train.iterations={steps}, so its FID or W2 measure the "
+                      f"EMA's warm-up more than the training; choose a first train.ema rate of at most "
+                      f"{math.floor(largest * 10000) / 10000:g} (under {EMA_INITIAL_SHARE_LIMIT:.0%} "
+                      "left) or more iterations")
+
+
+#: rules a config may break and still run: its numbers then mean less than they seem to
+CAUTIONS: tuple[Callable[[Config], Iterator[Problem]], ...] = (_evaluated_ema_forgets_its_start,)
+
+
+def cautions(cfg: Config) -> list[Problem]:
+    """Every caution (:data:`CAUTIONS`) ``cfg`` earns: printed by ``ablate validate``, ``run`` and
+    ``train``, never fatal."""
+    return [caution for rule in CAUTIONS for caution in rule(cfg)]
+
+
 # ------------------------------------------------------------------------------------ entry points
 def problems(cfg: Config, dataset: Optional[DatasetInfo] = None,
              metric: Optional[str] = None) -> list[Problem]:
