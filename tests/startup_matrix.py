@@ -48,7 +48,7 @@ SAMPLERS = ["multistep", "pushforward"]
 DRAWN = {
     "weighting": [{"name": n} for n in ("inv_dt", "edm", "uniform", "inv_dt_smooth", "gamma")],
     "time_sampling": [{"name": "lognormal"}, {"name": "uniform"}, {"name": "sine"}, {"name": "cosh"}],
-    "precond": [{"name": n} for n in ("kernel", "identity", "linear", "exponential")],
+    "precond": [{"name": n} for n in ("kernel", "identity", "linear", "exponential", "log")],
     "target": [{"name": "stopgrad"}, {"name": "ema"}],
 }
 DATA = {

@@ -16,6 +16,8 @@ from ablate.train.discretization.ict import ICTDiscretization, ICTOptions, ict_n
 from ablate.train.kernels import KERNELS, KernelConfig, build_kernel
 from ablate.train.networks.mlp import MLPConfig
 from ablate.train.objectives.pseudo_huber import PseudoHuberDistance, default_pseudo_huber_c, pseudo_huber
+from ablate.train.networks import build_network
+from ablate.train.precond import time_input
 from ablate.train.precond.kernel import KernelTimeInput
 from ablate.train.optim import Lion, inv_sqrt_factor, lr_factor
 from ablate.train.time_sampling.lognormal import LognormalSampler, LognormalSampling
@@ -97,7 +99,6 @@ def test_li_unshifted_scalings_by_hand():
 def test_unshifted_scalings_apply_in_training_mode_only(name):
     """ECT's ECMPrecond: EDM's c_skip, c_out while ``training``, the shifted ones in eval (sampling)."""
     from ablate.train.model import ConsistencyFunction
-    from ablate.train.networks import build_network
 
     k = kernel(name, sigma_max=10.0, train_scalings="unshifted")
     torch.manual_seed(0)
@@ -123,7 +124,6 @@ def test_unshifted_scalings_need_ve_or_li():
 def test_consistency_function_is_the_identity_at_time_zero():
     """ECT's code trains r = 0 against the clean data: f(x, 0) = x, and x_0 = x0 for every kernel."""
     from ablate.train.model import ConsistencyFunction
-    from ablate.train.networks import build_network
 
     f = ConsistencyFunction(build_network(MLPConfig(hidden=16, depth=2), (2,)), kernel("ve"),
                             KernelTimeInput()).double()
@@ -381,3 +381,28 @@ def test_lion_weight_decay_by_hand():
     p.grad = torch.tensor([0.5], **f64)
     opt.step()
     assert p.item() == pytest.approx(0.85)
+
+
+# ------------------------------------------------------------------- sony/vct's toy network in ablate
+def test_log_time_input_is_edms_c_noise_and_at_scale_250_icts():
+    """precond ``log``: c(t) = scale ln t; 0.25 is EDM's c_noise = ln(sigma) / 4, and 250 gives the
+    kernel's own iCT time input 250 ln t on VE and LI."""
+    t = torch.tensor([0.002, 0.07, 1.0, 80.0], dtype=torch.float64)
+    edm = C.build_config({"precond": {"name": "log"}}).precond
+    assert torch.allclose(time_input(edm, t, kernel("ve")), torch.log(t) / 4)
+    ict = C.build_config({"precond": {"name": "log", "scale": 250.0}}).precond
+    for name in ("ve", "li"):
+        k = kernel(name)
+        assert torch.allclose(time_input(ict, t, k), time_input(KernelTimeInput(), t, k))
+
+
+def test_mlp_with_x_embedding_has_the_layers_of_sony_vcts_toy_checkpoints():
+    """model.x_embed 256, time_dim 256, depth 2: the weight shapes of the network in sony/vct's
+    model_independent.pth / model_vae.pth (net_0: 2 -> 256; net_1: 512 -> 256 -> 256 -> 2)."""
+    net = build_network(MLPConfig(hidden=256, depth=2, time_dim=256, x_embed=256), (2,))
+    shapes = [tuple(p.shape) for name, p in net.named_parameters() if name.endswith("weight")]
+    assert shapes == [(256, 2), (256, 512), (256, 256), (2, 256)]
+    plain = build_network(MLPConfig(hidden=256, depth=2, time_dim=256), (2,))
+    assert [tuple(p.shape) for n, p in plain.named_parameters() if n.endswith("weight")][0] == (256, 258)
+    out = net(torch.randn(5, 2), torch.randn(5))
+    assert out.shape == (5, 2) and torch.isfinite(out).all()

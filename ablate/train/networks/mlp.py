@@ -22,6 +22,9 @@ class MLPConfig(Strict):
     depth: int = Field(4, ge=1)
     time_dim: int = Field(64, ge=2, multiple_of=2)  # cos and sin halves of the embedding
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    #: width of a Linear + GELU embedding of x before it joins the time embedding (0: x joins as it is).
+    #: sony/vct's toy network embeds x to 256 (its checkpoints' first layer is 2 -> 256)
+    x_embed: int = Field(0, ge=0)
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -34,14 +37,16 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Te
 
 
 class MLP(nn.Module):
-    """F(x, c_noise[, s_noise][, y]): x concatenated with the time embedding(s), ``depth`` hidden layers."""
+    """F(x, c_noise[, s_noise][, y]): x (or its embedding, ``x_embed``) concatenated with the time
+    embedding(s), ``depth`` hidden layers."""
 
     def __init__(self, cfg: MLPConfig, dim: int, num_classes: int = 0, dual_time: bool = False):
         super().__init__()
         self.time_dim, self.dual_time = cfg.time_dim, dual_time
         n_times = 2 if dual_time else 1
         self.class_embed = nn.Embedding(num_classes, cfg.time_dim) if num_classes else None
-        width_in = dim + n_times * cfg.time_dim + (cfg.time_dim if num_classes else 0)
+        self.x_embed = nn.Sequential(nn.Linear(dim, cfg.x_embed), nn.GELU()) if cfg.x_embed else nn.Identity()
+        width_in = (cfg.x_embed or dim) + n_times * cfg.time_dim + (cfg.time_dim if num_classes else 0)
         layers: list[nn.Module] = []
         for i in range(cfg.depth):
             layers += [nn.Linear(width_in if i == 0 else cfg.hidden, cfg.hidden), nn.GELU()]
@@ -52,7 +57,7 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, c_noise: Tensor, s_noise: Tensor | None = None,
                 class_labels: Tensor | None = None) -> Tensor:
-        parts = [x, sinusoidal_embedding(c_noise, self.time_dim)]
+        parts = [self.x_embed(x), sinusoidal_embedding(c_noise, self.time_dim)]
         if self.dual_time:
             if s_noise is None:
                 raise ValueError("this network takes a second time s (variable upper limit)")

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from ..kernels import Kernel
 from .base import PRECONDITIONERS
-from . import kernel, identity, linear, exponential  # noqa: F401  (register, in this order)
+from . import kernel, identity, linear, exponential, log  # noqa: F401  (register, in this order)
 
 
 def time_input(cfg, t: Tensor, kernel: Kernel) -> Tensor:
