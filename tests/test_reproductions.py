@@ -160,6 +160,15 @@ def test_window_and_log_reading_by_hand():
     assert early.set_index("arm")["value"].to_dict() == pytest.approx({"a": math.log10(2.0), "b": 0.0})
 
 
+def test_a_window_over_arms_with_no_rows_yet_is_pending():
+    """A sweep part-way through (its first arms reported, these not yet) reads as pending; the
+    mapped last step of no rows once took the trial ids' string type and crashed the page."""
+    df = pd.DataFrame(_rows("other", 0, {}, var=[1.0, 2.0, 3.0, 4.0, 5.0]))
+    window = Comparison(metric="grad_var", arm="a", baseline="b", claim="lower", read=(0.5, 1.0), log=True)
+    assert trial_values(df, window).empty
+    assert compare(df, window).verdict == PENDING
+
+
 def test_compare_pairs_seeds_and_leaves_out_failed_and_running_trials():
     rows = []
     for seed, (arm, base) in enumerate([(1.0, 1.5), (2.0, 2.2), (0.5, 1.3)]):

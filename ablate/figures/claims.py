@@ -157,7 +157,7 @@ def _window_means(df: pd.DataFrame, metric: str, start: float, end: float) -> pd
     """Per trial the mean of ``metric`` over its reports with start T <= step <= end T (step 0 left
     out); a window holding no report (narrower than the report spacing) takes the first report at
     or after start T."""
-    last_step = df["trial_id"].map(df.groupby("trial_id")["step"].max())
+    last_step = df.groupby("trial_id")["step"].transform("max")  # int even over no rows
     rows = df.assign(value=numeric(df[metric]), low=start * last_step, high=end * last_step)
     rows = rows[(rows["step"] > 0) & rows["value"].notna()]
     after = rows[rows["step"] >= rows["low"]]
