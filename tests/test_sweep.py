@@ -60,9 +60,17 @@ def sweep(tmp_path: Path, ray_tmp: str, spec: dict, *extra: str) -> Path:
 
 def test_conditional_sweep_with_seeds_profile_and_set(tmp_path, ray_tmp):
     iterations, every, report_every = 200, 100, 50
-    sweep_dir = sweep(tmp_path, ray_tmp, CONDITIONAL, "--profile", "small",
-                      "--set", f"train.iterations={iterations}", "--set", f"eval.every={every}")
+    space = write_space(tmp_path, CONDITIONAL)
+    proc = run_cli(["run", str(space), "--out", str(tmp_path / "runs"), "--num-cpus", "2", "--quiet",
+                    "--profile", "small", "--set", f"train.iterations={iterations}", "--set",
+                    f"eval.every={every}"], ray_tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (sweep_dir,) = list((tmp_path / "runs").iterdir())
     rows = pd.read_parquet(sweep_dir / "results.parquet")
+
+    # EMA 0.99 over 200 steps: `ablate run` says so once, before the sweep, and runs it
+    assert proc.stderr.count(f"ablate run: caution: {space}: train.ema: ") == 1, proc.stderr[-3000:]
+    assert "0.99^200 = 13% of the initial weights" in proc.stderr
 
     # 2 points (independent; vc with beta 5) x 2 seeds, one row per report and no gaps
     assert rows["trial_id"].nunique() == 4
