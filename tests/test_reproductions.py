@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from ablate.figures.claims import (FAILS, INCONCLUSIVE, PENDING, REFERENCE, REPRODUCES, Comparison,
@@ -362,3 +363,24 @@ def test_toy_configs_are_the_repro_arms(config, file, variant, params):
     differ = {k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k)
               and not k.startswith(("eval.", "log."))}
     assert not differ
+
+
+def test_vr_target_check_uses_the_exact_posterior_mean():
+    """benchmarks/sct_vr_target_error.py rules out a cause of sct_vr_target's outcome by comparing with
+    a closed-form E[x0 | x_t]: that formula must agree with SCT eq. 14 over a very large reference set
+    (the self-normalised estimate converges to the posterior mean), and the script's per-row
+    reference set must include the sample's own x0."""
+    spec = importlib.util.spec_from_file_location("vr_check", ROOT / "benchmarks" / "sct_vr_target_error.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(3)
+    x0, _ = module.VCT_TOY.sample(64, rng)
+    for t in (0.05, 0.3, 2.0):
+        x_t = x0 + t * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+        exact = module.exact_posterior_mean(x_t, t)
+        many = module.vr_estimate(x_t, x0, t, module.VCT_TOY.sample(200_000, rng)[0])
+        assert torch.allclose(many, exact, atol=3e-3), t
+    # at tiny t the own sample carries all the weight: the estimate is x0 itself
+    x_t = x0 + 1e-4 * torch.randn(x0.shape)
+    few = module.vr_estimate(x_t, x0, 1e-4, module.VCT_TOY.sample(127, rng)[0])
+    assert torch.allclose(few, x0, atol=1e-5)
