@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"ablate train: {err}", file=sys.stderr)
         return EXIT_RUNTIME
     from .train.checks import cautions
-    _print_cautions("train", args.config, [f"{c.key}: {c.message}" for c in cautions(cfg)])
+    _print_cautions("train", args.config, [str(c) for c in cautions(cfg)])
 
     checkpoint = out / "checkpoint.pt"
     resume_from = str(checkpoint) if args.resume and checkpoint.exists() else None

@@ -86,7 +86,7 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> DataBundle:
 def _check(cfg: DataConfig, dataset: DatasetInfo) -> None:
     found = data_problems(cfg, dataset)
     if found:
-        raise _config_error("; ".join(f"{p.key}: {p.message}" for p in found))
+        raise _config_error("; ".join(map(str, found)))
 
 
 def _config_error(problem: str) -> ConfigError:

@@ -307,7 +307,7 @@ class SweepSpec:
         found: dict[str, None] = {}
         for params, variant in self.probe_points():
             for caution in cautions(self.config_for(params, variant, self.seeds[0])):
-                found.setdefault(f"{caution.key}: {caution.message}")
+                found.setdefault(str(caution))
         return list(found)
 
     def describe(self) -> str:

@@ -68,6 +68,10 @@ class Problem(NamedTuple):
     def key(self) -> str:
         return self.keys[0]
 
+    def __str__(self) -> str:
+        """``key: message``, as errors and cautions print it."""
+        return f"{self.key}: {self.message}"
+
 
 Rule = Callable[[Config, Optional[DatasetInfo]], Iterator[Problem]]
 
@@ -454,4 +458,4 @@ def check_runnable(cfg: Config, dataset: Optional[DatasetInfo] = None, source: s
     """Raise :class:`ConfigError` (one ``key: message`` per problem) if ``cfg`` cannot start."""
     found = problems(cfg, dataset)
     if found:
-        raise ConfigError(source, [f"{p.key}: {p.message}" for p in found])
+        raise ConfigError(source, [str(p) for p in found])
