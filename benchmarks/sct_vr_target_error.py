@@ -67,14 +67,14 @@ def main() -> None:
         x_t = x0 + t * torch.randn_like(x0)
         exact = exact_posterior_mean(x_t, t)
         plain = ((x0 - exact) ** 2).sum(1).mean().item()
-        row = [f"{t:7.3f} {plain:10.2e}"]
+        mse, bias2 = {}, {}
         for name, n_others in arms.items():
             estimates = torch.stack([vr_estimate(x_t, x0, t, VCT_TOY.sample(n_others, rng)[0])
                                      for _ in range(args.repeats)])
-            mse = ((estimates - exact) ** 2).sum(-1).mean().item()
-            bias2 = ((estimates.mean(0) - exact) ** 2).sum(-1).mean().item()
-            row.append(f"{mse:{13 if name == 'vr_batch' else 11}.2e} {bias2:9.2e}")
-        print(" ".join(row) + f" {plain / mse:15.0f}")
+            mse[name] = ((estimates - exact) ** 2).sum(-1).mean().item()
+            bias2[name] = ((estimates.mean(0) - exact) ** 2).sum(-1).mean().item()
+        print(f"{t:7.3f} {plain:10.2e} {mse['vr_batch']:13.2e} {bias2['vr_batch']:9.2e} "
+              f"{mse['vr_all']:11.2e} {bias2['vr_all']:9.2e} {plain / mse['vr_all']:15.0f}")
 
 
 if __name__ == "__main__":
